@@ -45,6 +45,7 @@ class SlotAttentionConfig:
     iters: int = 2  # iterations on later frames, from the predicted slots
     mlp_hidden_mult: int = 4
     eps: float = 1e-8
+    bilevel: bool = False  # BO-QSA gradients (same forward values); for slots trained from scratch on pixels
 
 
 @dataclass
@@ -60,6 +61,10 @@ class PredictorConfig:
 class DecoderConfig:
     hidden_dims: list[int] = field(default_factory=lambda: [1024, 1024, 1024])
     pos_emb: str = "learned"  # "learned" (official) or "soft" (coordinates -> linear; fast from scratch)
+    # Which masks mix the slots' reconstructions: "alpha" (the decoder's own, official) or "attention" (the
+    # slot attention masks of the frame; the decoder's alpha masks then learn to match them, so masks can
+    # still be decoded from slots alone, e.g. predicted ones). "attention" is for pixels from scratch.
+    mix: str = "alpha"
 
 
 @dataclass
@@ -68,6 +73,7 @@ class LossConfig:
     ss_weight: float = 0.5
     temperature: float = 0.1
     batch_contrast: bool = True
+    mask_weight: float = 1.0  # decoder.mix=attention: weight of the alpha-mask <- attention-mask cross-entropy
 
 
 @dataclass

@@ -32,7 +32,7 @@ def slot_identity_stats(masks: np.ndarray | torch.Tensor,
         ``identity_switches``: over all objects, the number of frames (among those where the object is visible)
         in which its best-IoU slot differs from the one at its previous visible frame; two objects swapping
         slots once count 2. ``kept_fraction``: the fraction of objects visible in the episode that never switch
-        (NaN without objects). ``video_fg_ari``: FG-ARI over all frames (``oc_perception.metrics.video_ari``).
+        (NaN without objects). ``objects``: how many objects were visible at some frame. ``video_fg_ari``: FG-ARI over all frames (``oc_perception.metrics.video_ari``).
     """
     seg = torch.as_tensor(np.asarray(segmentation)).long()
     masks = torch.as_tensor(np.asarray(masks))
@@ -66,6 +66,7 @@ def slot_identity_stats(masks: np.ndarray | torch.Tensor,
     return {
         "identity_switches": sum(switches),
         "kept_fraction": float(np.mean([s == 0 for s in switches])) if switches else float("nan"),
+        "objects": len(switches),
         "video_fg_ari": ari,
     }
 
@@ -77,7 +78,7 @@ class SlotConsistency(gym.Wrapper[Any, Any, Any, Any], gym.utils.RecordConstruct
     reports ``info["segmentation"]`` (int ``[H, W]``, 0 = background), and outside ``TimeLimit`` so truncated
     episodes report too: ``SlotConsistency(oc_perception.make(id, wrappers=[partial(SlotObservation,
     include_masks=True)]))``. The value is ``{"identity_switches": int, "kept_fraction": float,
-    "video_fg_ari": float}``.
+    "objects": int, "video_fg_ari": float}``.
     """
 
     def __init__(self, env: gym.Env) -> None:

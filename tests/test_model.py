@@ -153,3 +153,69 @@ def test_config_errors_name_the_problem():
         make_model(extra=["model.encoder.feature_dim=768"])
     with pytest.raises(ValueError, match="target=pixels"):
         make_model("cnn", extra=["model.encoder.target=features"])
+
+
+def test_bilevel_slot_attention_same_values_other_gradients():
+    """BO-QSA: forward values as without it; gradients reach the initial slots only straight through."""
+    from oc_perception.model.slot_attention import SlotAttention
+    torch.manual_seed(0)
+    plain, bilevel = SlotAttention(16), SlotAttention(16, bilevel=True)
+    bilevel.load_state_dict(plain.state_dict())
+    inputs = torch.randn(3, 10, 16)
+    init = torch.randn(3, 4, 16, requires_grad=True)
+    for iters in (3, torch.tensor([3, 2, 3])):
+        s_plain, a_plain = plain(init, inputs, iters)
+        s_bi, a_bi = bilevel(init, inputs, iters)
+        torch.testing.assert_close(s_bi, s_plain)
+        torch.testing.assert_close(a_bi, a_plain)
+        g_plain, = torch.autograd.grad(s_plain.sum(), init)
+        g_bi, = torch.autograd.grad(s_bi.sum(), init)
+        assert not torch.allclose(g_bi, g_plain)
+        # Straight-through: d out / d init equals d out / d (slots entering the last iteration).
+        entering = init.detach()
+        rows_iters = iters if isinstance(iters, torch.Tensor) else torch.full((3,), iters)
+        with torch.no_grad():
+            per_row = []
+            for r in range(3):
+                s = entering[r:r + 1]
+                for _ in range(int(rows_iters[r]) - 1):
+                    s, _ = plain.iterate(s, plain.to_k(plain.norm_features(inputs[r:r + 1])),
+                                         plain.to_v(plain.norm_features(inputs[r:r + 1])))
+                per_row.append(s)
+        last_in = torch.cat(per_row).requires_grad_(True)
+        x = plain.norm_features(inputs)
+        out, _ = plain.iterate(last_in, plain.to_k(x), plain.to_v(x))
+        g_last, = torch.autograd.grad(out.sum(), last_in)
+        torch.testing.assert_close(g_bi, g_last)
+
+
+def test_attention_mix_decoder():
+    """decoder.mix=attention: the reconstruction mixes with the grouping masks, the returned masks are the
+    decoder's own (alpha), trained towards the grouping masks by loss_mask; streaming gives the same."""
+    model = make_model("cnn", ["model.decoder.mix=attention"]).train()
+    video = random_video(model, b=2, t=3)
+    out = model(video)
+    features, alpha = model.decoder.mlp[1:](model.decoder.mlp[0](out["slots"][:, 0]).unsqueeze(2) + torch.nn.functional.linear(
+        model.decoder.soft_pos_emb().unsqueeze(1) if model.decoder.pos_emb_kind == "soft" else model.decoder.pos_emb,
+        model.decoder.mlp[0].weight)).split([out["reconstruction"].shape[-1], 1], dim=-1)
+    expected = torch.einsum("bkp,bkpf->bpf", out["grouping_masks"][:, 0], features)
+    torch.testing.assert_close(out["reconstruction"][:, 0], expected)
+    torch.testing.assert_close(out["decoder_masks"][:, 0], alpha[..., 0].softmax(dim=1))
+    losses = model.loss(out)
+    ce = -(out["grouping_masks"] * out["decoder_masks"].log()).sum(-2).mean()
+    torch.testing.assert_close(losses["loss_mask"], ce)
+    losses["loss_total"].backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+    model.eval()
+    with torch.no_grad():
+        state = model.init_state(2)
+        step_out, state = model.step(video[:, 0], state, decode=True)
+        clip = model(video)
+    torch.testing.assert_close(step_out["reconstruction"], clip["reconstruction"][:, 0])
+    with pytest.raises(ValueError, match="pass attention"):
+        model.decoder(out["slots"][:, 0])
+
+
+def test_decoder_mix_must_be_known():
+    with pytest.raises(ValueError, match="mix must be"):
+        make_model("cnn", ["model.decoder.mix=pixels"])

@@ -388,7 +388,8 @@ def test_slot_identity_stats_synthetic():
     labels = np.zeros_like(seg)
     labels[:, :4, :4], labels[:, 4:, 4:] = 1, 2
     perfect = slot_identity_stats(labels, seg)
-    assert perfect == {"identity_switches": 0, "kept_fraction": 1.0, "video_fg_ari": pytest.approx(1.0)}
+    assert perfect == {"identity_switches": 0, "kept_fraction": 1.0, "objects": 2,
+                       "video_fg_ari": pytest.approx(1.0)}
     swapped = labels.copy()
     swapped[2:, :4, :4], swapped[2:, 4:, 4:] = 2, 1  # the objects swap slots at frame 2
     stats = slot_identity_stats(swapped, seg)
@@ -408,7 +409,7 @@ def test_slot_consistency_wrapper(model):
         _, _, terminated, truncated, info = env.step(0)
         ended = terminated or truncated
     stats = info["slot_consistency"]
-    assert set(stats) == {"identity_switches", "kept_fraction", "video_fg_ari"}
+    assert set(stats) == {"identity_switches", "kept_fraction", "objects", "video_fg_ari"}
     assert isinstance(stats["identity_switches"], int) and 0 <= stats["kept_fraction"] <= 1
     with pytest.raises(ValueError, match="include_masks=True"):
         SlotConsistency(SlotObservation(TinyImageEnv("rgb_array"), checkpoint=model))

@@ -101,7 +101,7 @@ class CNNEncoder(nn.Module):
         c_in = 3
         for i, c_out in enumerate(channels):
             stride = 2 if i < downsamples else 1
-            layers += [nn.Conv2d(c_in, c_out, 5, stride=stride, padding=2), nn.ReLU(inplace=True)]
+            layers += [nn.Conv2d(c_in, c_out, 5, stride=stride, padding=2), nn.ReLU()]
             c_in = c_out
         self.convs = nn.Sequential(*layers[:-1])  # no ReLU on the output features
         self.pos_emb = SoftPositionEmbedding(c_in, input_size // patch_size)

@@ -17,12 +17,17 @@ class SlotAttention(nn.Module):
         dim: slot (and input) dimension D.
         mlp_hidden_mult: hidden width of the residual MLP, as a multiple of D.
         eps: added to the attention before normalising over inputs (empty slots stay defined).
+        bilevel: BO-QSA gradients (Jia et al., ICLR 2023): gradients flow through the last iteration only,
+            and straight through to the initial slots. The forward values are unchanged; off in the paper's
+            setting. With slots learned from scratch on pixels (no pretrained features) the plain gradient
+            through all iterations of fixed learned initial slots tends to leave one slot holding the scene.
     """
 
-    def __init__(self, dim: int, mlp_hidden_mult: int = 4, eps: float = 1e-8) -> None:
+    def __init__(self, dim: int, mlp_hidden_mult: int = 4, eps: float = 1e-8, bilevel: bool = False) -> None:
         super().__init__()
         self.scale = dim**-0.5
         self.eps = eps
+        self.bilevel = bilevel
         self.norm_features = nn.LayerNorm(dim)
         self.norm_slots = nn.LayerNorm(dim)
         self.to_q = nn.Linear(dim, dim, bias=False)
@@ -30,9 +35,15 @@ class SlotAttention(nn.Module):
         self.to_v = nn.Linear(dim, dim, bias=False)
         self.gru = nn.GRUCell(dim, dim)
         self.mlp = nn.Sequential(
-            nn.LayerNorm(dim), nn.Linear(dim, mlp_hidden_mult * dim), nn.ReLU(inplace=True),
+            nn.LayerNorm(dim), nn.Linear(dim, mlp_hidden_mult * dim), nn.ReLU(),
             nn.Linear(mlp_hidden_mult * dim, dim),
         )
+
+    @staticmethod
+    def _bilevel(slots: torch.Tensor, init: torch.Tensor, last: bool) -> torch.Tensor:
+        """Slots entering an iteration under BO-QSA: detached, plus a straight-through path to ``init`` before
+        the last iteration (same values, other gradients)."""
+        return slots.detach() + (init - init.detach()) if last else slots.detach()
 
     def iterate(self, slots: torch.Tensor, keys: torch.Tensor, values: torch.Tensor):
         """One iteration. slots [B, K, D], keys/values [B, P, D] -> (slots [B, K, D], attention [B, K, P])."""
@@ -54,13 +65,23 @@ class SlotAttention(nn.Module):
         """
         x = self.norm_features(inputs)
         keys, values = self.to_k(x), self.to_v(x)
+        init = slots
         if isinstance(iters, int):
             attn = None
-            for _ in range(iters):
+            for i in range(iters):
+                if self.bilevel and i < iters - 1:
+                    with torch.no_grad():  # no gradient goes through these iterations: skip their graph
+                        slots, attn = self.iterate(slots, keys, values)
+                    continue
+                if self.bilevel:
+                    slots = self._bilevel(slots, init, last=True)
                 slots, attn = self.iterate(slots, keys, values)
             return slots, attn
         out_slots, out_attn = slots, None
         for i in range(int(iters.max())):
+            if self.bilevel:
+                slots = torch.where((iters == i + 1).view(-1, 1, 1), self._bilevel(slots, init, True),
+                                    self._bilevel(slots, init, False))
             slots, attn = self.iterate(slots, keys, values)
             done = (iters == i + 1).view(-1, 1, 1)
             out_slots = torch.where(done, slots, out_slots)

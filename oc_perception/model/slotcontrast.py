@@ -17,7 +17,7 @@ from oc_perception.config import ModelConfig
 from oc_perception.data.transforms import preprocess_frames
 from oc_perception.model.decoder import MLPDecoder
 from oc_perception.model.encoder import FeatureMLP, build_encoder
-from oc_perception.model.losses import feature_reconstruction_loss, slot_slot_contrastive_loss
+from oc_perception.model.losses import feature_reconstruction_loss, mask_distillation_loss, slot_slot_contrastive_loss
 from oc_perception.model.predictor import SlotPredictor
 from oc_perception.model.slot_attention import SlotAttention
 
@@ -75,11 +75,12 @@ class SlotContrast(nn.Module):
         self.feature_mlp = FeatureMLP(f, cfg.input_mlp_hidden or 2 * f, d)
         self.initial_slots = nn.Parameter(torch.randn(1, cfg.num_slots, d) * d**-0.5)
         sa = cfg.slot_attention
-        self.slot_attention = SlotAttention(d, sa.mlp_hidden_mult, sa.eps)
+        self.slot_attention = SlotAttention(d, sa.mlp_hidden_mult, sa.eps, sa.bilevel)
         pr = cfg.predictor
         self.predictor = SlotPredictor(d, pr.num_heads, pr.ffn_mult, pr.official_logit_scale)
         target_dim = f if enc.target == "features" else 3 * enc.patch_size**2
-        self.decoder = MLPDecoder(d, target_dim, self.num_patches, cfg.decoder.hidden_dims, cfg.decoder.pos_emb)
+        self.decoder = MLPDecoder(d, target_dim, self.num_patches, cfg.decoder.hidden_dims, cfg.decoder.pos_emb,
+                                  cfg.decoder.mix)
 
     # ------------------------------------------------------------------ inputs
     @property
@@ -157,11 +158,13 @@ class SlotContrast(nn.Module):
             predicted.append(out["slots_predicted"])
             attn.append(out["grouping_masks"])
         slots_t = torch.stack(slots, dim=1)  # [B, T, K, D]
-        reconstruction, decoder_masks = self.decoder(rearrange(slots_t, "b t k d -> (b t) k d"))
+        attn_t = torch.stack(attn, dim=1)  # [B, T, K, P]
+        reconstruction, decoder_masks = self.decoder(rearrange(slots_t, "b t k d -> (b t) k d"),
+                                                     rearrange(attn_t, "b t k p -> (b t) k p"))
         return {
             "slots": slots_t,
             "slots_predicted": torch.stack(predicted, dim=1),
-            "grouping_masks": torch.stack(attn, dim=1),
+            "grouping_masks": attn_t,
             "decoder_masks": rearrange(decoder_masks, "(b t) k p -> b t k p", b=b),
             "reconstruction": rearrange(reconstruction, "(b t) p f -> b t p f", b=b),
             "target": target,
@@ -174,11 +177,17 @@ class SlotContrast(nn.Module):
         return SlotState(predicted, torch.zeros(predicted.shape[0], dtype=torch.bool, device=predicted.device))
 
     def loss(self, out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Losses of a clip forward: loss_featrec, loss_ss (needs T >= 2) and their weighted sum loss_total."""
+        """Losses of a clip forward: loss_featrec, loss_ss (needs T >= 2) and their weighted sum loss_total;
+        with ``decoder.mix="attention"`` also loss_mask (alpha masks learn the attention masks)."""
         lc = self.cfg.loss
         featrec = feature_reconstruction_loss(out["reconstruction"], out["target"])
         ss = slot_slot_contrastive_loss(out["slots"], lc.temperature, lc.batch_contrast)
-        return {"loss_featrec": featrec, "loss_ss": ss, "loss_total": lc.featrec_weight * featrec + lc.ss_weight * ss}
+        losses = {"loss_featrec": featrec, "loss_ss": ss}
+        total = lc.featrec_weight * featrec + lc.ss_weight * ss
+        if self.cfg.decoder.mix == "attention":
+            losses["loss_mask"] = mask_distillation_loss(out["decoder_masks"], out["grouping_masks"])
+            total = total + lc.mask_weight * losses["loss_mask"]
+        return {**losses, "loss_total": total}
 
     # ------------------------------------------------------------------ streaming
     def init_state(self, batch_size: int) -> SlotState:
@@ -218,5 +227,5 @@ class SlotContrast(nn.Module):
         features, _ = self.encode(frame)
         out, state = self._recur(self.feature_mlp(features), state)
         if decode:
-            out["reconstruction"], out["decoder_masks"] = self.decoder(out["slots"])
+            out["reconstruction"], out["decoder_masks"] = self.decoder(out["slots"], out["grouping_masks"])
         return out, state
