@@ -1,12 +1,12 @@
 """Training steps/s with and without the frozen-feature cache (``data.cache_features``).
 
-    python benchmarks/train_speed.py [--config movi_c] [--batch-size 2] [--steps 3]
+    python benchmarks/train_speed.py [--config movi_c] [--batch-size 2] [--steps 3] [key=value ...]
 
 A random-init backbone (speed does not depend on the weights), fp32 on CPU; on CUDA, when present, also
 bf16 autocast. "backbone" runs the frozen ViT on every clip, as training without a cache does; "cache"
 starts from fp16 features as the cache stores them, so it times the trainable part alone (slot attention,
 predictor, decoder, losses, backward, Adam). Reading the cache from disk is not included: it is a few
-hundred kB per frame.
+hundred kB per frame. Configs that train their encoder (shapes, panda) have no cache: "n/a".
 """
 
 from __future__ import annotations
@@ -43,9 +43,10 @@ def main() -> None:
     parser.add_argument("--config", default="movi_c")
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("overrides", nargs="*", help="config overrides, key.sub=value")
     args = parser.parse_args()
 
-    cfg = load_config(config_path(args.config), ["model.encoder.pretrained=false"])
+    cfg = load_config(config_path(args.config), ["model.encoder.pretrained=false", *args.overrides])
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
     b, t, s = args.batch_size, cfg.data.chunk_size, cfg.model.encoder.input_size
     print(f"{args.config}: batch {b} x {t} frames at {s} px, {args.steps} timed steps after one warm-up; "
@@ -57,8 +58,10 @@ def main() -> None:
         train_step = TrainStep(model)
         optim = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.optim.lr)
         video = torch.randn(b, t, 3, s, s, device=device)
-        with torch.no_grad():
-            features = model.encode(video.flatten(0, 1))[0].unflatten(0, (b, t)).half()
+        frozen = cfg.model.encoder.target == "features"
+        if frozen:
+            with torch.no_grad():
+                features = model.encode(video.flatten(0, 1))[0].unflatten(0, (b, t)).half()
         for dtype in ["fp32"] + (["bf16"] if device.type == "cuda" else []):
             autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if dtype == "bf16"
                         else contextlib.nullcontext())
@@ -74,6 +77,9 @@ def main() -> None:
                 return one_step
 
             full = steps_per_s(run(lambda: {"video": video}), device, args.steps)
+            if not frozen:
+                print(f"{device.type:>6} {dtype:>5} {full:17.3f} {'n/a':>14} {'n/a':>9}")
+                continue
             cached = steps_per_s(run(lambda: {"features": features.float()}), device, args.steps)
             print(f"{device.type:>6} {dtype:>5} {full:17.3f} {cached:14.3f} {cached / full:8.1f}x")
 
