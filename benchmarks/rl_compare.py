@@ -27,6 +27,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only: no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import FuncFormatter  # noqa: E402
 import numpy as np  # noqa: E402
 
 from agents.config import OBS_TYPES, AgentConfig, load_agent_config  # noqa: E402
@@ -98,6 +99,7 @@ def plot_curves(runs: Runs, path: Path) -> Path:
         random_rate = np.mean([r.random_success_rate for (e, _), rs in runs.items() if e == env_id for r in rs])
         ax.axhline(random_rate, color="grey", linestyle="--", label="random policy")
         ax.set(title=env_id, xlabel="env steps", ylabel="success rate", ylim=(-0.02, 1.02))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x / 1000:g}k"))  # 100k, not 100000
         ax.legend()
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
