@@ -39,7 +39,7 @@ from oc_perception.config import Config, ConfigError, load_config, to_dict
 from oc_perception.data.clips import FeatureCache, ShardIndex
 from oc_perception.data.datasets import build_dataloader, video_transform
 from oc_perception.data.shards import EmptyDatasetError, ShardError, expand_shards
-from oc_perception.metrics import SegmentationMetrics, labels_to_onehot, masks_to_onehot
+from oc_perception.evaluate import evaluate
 from oc_perception.model import SlotContrast
 
 # Errors that stop a run with one line: bad config, data, or checkpoint. (A ValueError only counts while
@@ -165,28 +165,15 @@ def build_train_loader(cfg: Config, data_dir: str | None, model: SlotContrast, l
 def validate(model: SlotContrast, loader: DataLoader, cfg: Config, device: torch.device, writer: SummaryWriter,
              step: int) -> dict[str, float]:
     """Video/image FG-ARI and mBO of the decoder masks, validation losses, and mask-overlay videos."""
-    model.eval()
-    background = cfg.data.label_zero == "background"  # else 0 = unlabelled: no class, in no metric
-    metrics = SegmentationMetrics(ignore_background=background)
-    losses: dict[str, float] = {}
-    batches = 0
     shown = 0
-    for batch in tqdm(loader, desc="validation", leave=False, disable=not sys.stderr.isatty()):
-        video = batch["video"].to(device)
-        with autocast(cfg, device):
-            out = model(video)
-            for k, v in model.loss(out).items():
-                losses[k] = losses.get(k, 0.0) + v.item()
-        labels = batch["segmentation"]
-        pred = masks_to_onehot(out["decoder_masks"].float().cpu(), labels.shape[-2:])
-        metrics.update(pred, labels_to_onehot(labels, zero_is_unlabelled=not background))
-        batches += 1
+
+    def overlays(batch: dict, out: dict) -> None:
+        nonlocal shown
         if shown < cfg.trainer.overlay_videos:
             shown += log_overlays(writer, batch, out, cfg, step, cfg.trainer.overlay_videos - shown)
-    model.train()
-    results = {f"val/{k}": v / max(batches, 1) for k, v in losses.items()}
-    results.update({f"val/{k}": v for k, v in metrics.compute().items()})
-    return results
+
+    results = evaluate(model, loader, cfg, device, ("decoder",), lambda: autocast(cfg, device), overlays)
+    return {f"val/{k.removeprefix('decoder/')}": v for k, v in results.items()}
 
 
 def log_overlays(writer: SummaryWriter, batch, out, cfg: Config, step: int, limit: int) -> int:

@@ -139,3 +139,30 @@ def test_ddp_two_cpu_processes(data_dir, tmp_path):
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "ddp" / "checkpoints" / "step_00000003.pt").is_file()
+
+
+def test_evaluate_cli_reproduces_training_validation(data_dir, tmp_path, capsys):
+    """`python -m oc_perception.evaluate` on the final model gives the metrics the run's last validation logged."""
+    import json
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from oc_perception.evaluate import main as evaluate_main
+    run(data_dir, tmp_path / "run", steps=2)
+    out = tmp_path / "eval.json"
+    evaluate_main(["configs/pretrain/shapes.yml", *overrides(), "--checkpoint", str(tmp_path / "run" / "model.safetensors"),
+                   "--data-dir", str(data_dir), "--out", str(out)])
+    results = json.loads(out.read_text())
+    events = EventAccumulator(str(tmp_path / "run"))
+    events.Reload()
+    for name in ("video_ari_fg", "video_mbo_fg", "image_ari_fg", "loss_featrec"):
+        logged = events.Scalars(f"val/{name}")[-1]
+        assert logged.step == 2
+        key = name if name.startswith("loss") else f"decoder/{name}"
+        assert results[key] == pytest.approx(logged.value, abs=1e-5), name
+    assert -1 <= results["grouping/video_ari_fg"] <= 1 and "grouping/video_mbo_fg" in results
+    assert "decoder/video_ari_fg" in capsys.readouterr().out
+
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate_main(["configs/pretrain/shapes.yml", "--checkpoint", str(tmp_path / "missing.safetensors")])
+    assert exit_info.value.code == 2 and "checkpoint not found" in capsys.readouterr().err

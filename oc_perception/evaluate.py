@@ -1,0 +1,103 @@
+"""Evaluate a checkpoint on validation shards: video/image FG-ARI and mBO, as training validates.
+
+    python -m oc_perception.evaluate CONFIG --checkpoint C [--data-dir D] [--masks decoder grouping]
+        [--out results.json] [--device auto] [key=value ...]
+
+CONFIG (a name in configs/pretrain or a YAML path) gives the data settings: validation shards, transform and
+segmentation size; ``key=value`` overrides it (e.g. ``data.val_max_videos=50``). The checkpoint is ours or an
+official SlotContrast ``.ckpt`` (as ``oc_perception.inference`` loads them). ``--masks`` picks which masks are
+scored: the decoder's (the paper's figures) and/or slot attention's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from oc_perception.checkpoint import CheckpointError, config_path
+from oc_perception.cli import run_or_exit
+from oc_perception.config import Config, ConfigError, load_config
+from oc_perception.data.datasets import build_dataloader
+from oc_perception.data.shards import EmptyDatasetError, ShardError
+from oc_perception.metrics import SegmentationMetrics, labels_to_onehot, masks_to_onehot
+from oc_perception.model import SlotContrast
+
+MASK_KEYS = {"decoder": "decoder_masks", "grouping": "grouping_masks"}
+
+
+@torch.no_grad()
+def evaluate(model: SlotContrast, loader: DataLoader, cfg: Config, device: torch.device,
+             masks: tuple[str, ...] = ("decoder",), autocast: Callable[[], contextlib.AbstractContextManager] | None = None,
+             on_batch: Callable[[dict, dict], None] | None = None) -> dict[str, float]:
+    """Mean losses and segmentation metrics over ``loader`` (validation videos with segmentations).
+
+    Returns ``{"loss_*": ..., "<masks>/video_ari_fg": ..., ...}``: the losses of ``model.loss`` and, for each of
+    ``masks`` ("decoder", "grouping"), the metrics of :class:`SegmentationMetrics` (``_fg`` names when label 0
+    is background, ``cfg.data.label_zero``). ``on_batch(batch, out)`` sees every batch (e.g. to log overlays).
+    """
+    was_training = model.training
+    model.eval()
+    background = cfg.data.label_zero == "background"  # else 0 = unlabelled: no class, in no metric
+    metrics = {name: SegmentationMetrics(ignore_background=background) for name in masks}
+    losses: dict[str, float] = {}
+    batches = 0
+    for batch in tqdm(loader, desc="validation", leave=False, disable=not sys.stderr.isatty()):
+        video = batch["video"].to(device)
+        with autocast() if autocast else contextlib.nullcontext():
+            out = model(video)
+            for k, v in model.loss(out).items():
+                losses[k] = losses.get(k, 0.0) + v.item()
+        labels = batch["segmentation"]
+        truth = labels_to_onehot(labels, zero_is_unlabelled=not background)
+        for name in masks:
+            metrics[name].update(masks_to_onehot(out[MASK_KEYS[name]].float().cpu(), labels.shape[-2:]), truth)
+        batches += 1
+        if on_batch is not None:
+            on_batch(batch, out)
+    model.train(was_training)
+    results = {k: v / max(batches, 1) for k, v in losses.items()}
+    for name in masks:
+        results.update({f"{name}/{k}": v for k, v in metrics[name].compute().items()})
+    return results
+
+
+def main(argv: list[str] | None = None) -> None:
+    from oc_perception.inference import load_model, resolve_device
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("config", help="YAML path or a name in configs/pretrain (its data settings are used)")
+    ap.add_argument("overrides", nargs="*", help="key.sub=value overrides of the config")
+    ap.add_argument("--checkpoint", required=True)
+    ap.add_argument("--data-dir", default=None, help="folder the config's shard patterns are relative to")
+    ap.add_argument("--masks", nargs="+", choices=list(MASK_KEYS), default=["decoder", "grouping"])
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--out", type=Path, default=None, help="also write the results as JSON")
+    args = ap.parse_args(argv)
+
+    def run() -> dict[str, float]:
+        cfg = load_config(config_path(args.config), args.overrides)
+        device = resolve_device(args.device)
+        model = load_model(args.checkpoint, None, device)
+        cfg.model = model.cfg  # videos are resized and normalised as the checkpoint was trained
+        loader = build_dataloader(cfg, args.data_dir, "val")
+        return evaluate(model, loader, cfg, device, tuple(args.masks))
+
+    results = run_or_exit(run, errors=(ConfigError, CheckpointError, ShardError, EmptyDatasetError,
+                                       FileNotFoundError))
+    for k, v in sorted(results.items()):
+        print(f"{k:32s} {v:.4f}")
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+
+
+if __name__ == "__main__":
+    main()
