@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--masks", nargs="+", choices=list(MASK_KEYS), default=["decoder", "grouping"])
     ap.add_argument("--device", default="auto")
     ap.add_argument("--out", type=Path, default=None, help="also write the results as JSON")
-    args = ap.parse_args(argv)
+    args = ap.parse_intermixed_args(argv)  # overrides may come after the options
 
     def run() -> dict[str, float]:
         cfg = load_config(config_path(args.config), args.overrides)
