@@ -32,7 +32,8 @@ def slot_identity_stats(masks: np.ndarray | torch.Tensor,
         ``identity_switches``: over all objects, the number of frames (among those where the object is visible)
         in which its best-IoU slot differs from the one at its previous visible frame; two objects swapping
         slots once count 2. ``kept_fraction``: the fraction of objects visible in the episode that never switch
-        (NaN without objects). ``objects``: how many objects were visible at some frame. ``video_fg_ari``: FG-ARI over all frames (``oc_perception.metrics.video_ari``).
+        (NaN without objects). ``objects``: how many objects were visible at some frame. ``video_fg_ari``:
+        FG-ARI over all frames (``oc_perception.metrics.video_ari``).
     """
     seg = torch.as_tensor(np.asarray(segmentation)).long()
     masks = torch.as_tensor(np.asarray(masks))

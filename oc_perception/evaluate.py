@@ -35,7 +35,8 @@ MASK_KEYS = {"decoder": "decoder_masks", "grouping": "grouping_masks"}
 
 @torch.no_grad()
 def evaluate(model: SlotContrast, loader: DataLoader, cfg: Config, device: torch.device,
-             masks: tuple[str, ...] = ("decoder",), autocast: Callable[[], contextlib.AbstractContextManager] | None = None,
+             masks: tuple[str, ...] = ("decoder",),
+             autocast: Callable[[], contextlib.AbstractContextManager] | None = None,
              on_batch: Callable[[dict, dict], None] | None = None) -> dict[str, float]:
     """Mean losses and segmentation metrics over ``loader`` (validation videos with segmentations).
 

@@ -195,9 +195,10 @@ def test_attention_mix_decoder():
     model = make_model("cnn", ["model.decoder.mix=attention"]).train()
     video = random_video(model, b=2, t=3)
     out = model(video)
-    features, alpha = model.decoder.mlp[1:](model.decoder.mlp[0](out["slots"][:, 0]).unsqueeze(2) + torch.nn.functional.linear(
-        model.decoder.soft_pos_emb().unsqueeze(1) if model.decoder.pos_emb_kind == "soft" else model.decoder.pos_emb,
-        model.decoder.mlp[0].weight)).split([out["reconstruction"].shape[-1], 1], dim=-1)
+    # The plain formula (slot + position through the whole MLP), not the decoder's split first layer.
+    pos = model.decoder.soft_pos_emb().unsqueeze(1) if model.decoder.pos_emb_kind == "soft" else model.decoder.pos_emb
+    features, alpha = model.decoder.mlp(out["slots"][:, 0].unsqueeze(2) + pos).split(
+        [out["reconstruction"].shape[-1], 1], dim=-1)
     expected = torch.einsum("bkp,bkpf->bpf", out["grouping_masks"][:, 0], features)
     torch.testing.assert_close(out["reconstruction"][:, 0], expected)
     torch.testing.assert_close(out["decoder_masks"][:, 0], alpha[..., 0].softmax(dim=1))

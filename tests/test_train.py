@@ -150,8 +150,8 @@ def test_evaluate_cli_reproduces_training_validation(data_dir, tmp_path, capsys)
     from oc_perception.evaluate import main as evaluate_main
     run(data_dir, tmp_path / "run", steps=2)
     out = tmp_path / "eval.json"
-    evaluate_main(["configs/pretrain/shapes.yml", *overrides(), "--checkpoint", str(tmp_path / "run" / "model.safetensors"),
-                   "--data-dir", str(data_dir), "--out", str(out)])
+    evaluate_main(["configs/pretrain/shapes.yml", *overrides(), "--data-dir", str(data_dir), "--out", str(out),
+                   "--checkpoint", str(tmp_path / "run" / "model.safetensors")])
     results = json.loads(out.read_text())
     events = EventAccumulator(str(tmp_path / "run"))
     events.Reload()

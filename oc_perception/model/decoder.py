@@ -49,7 +49,7 @@ class MLPDecoder(nn.Module):
         """slots [N, K, D] (and, with ``mix="attention"``, the slot attention masks [N, K, P] to mix with)."""
         pos = self.pos_emb if self.pos_emb_kind == "learned" else self.soft_pos_emb().unsqueeze(1)
         # The first layer is linear in (slot + position): projecting K slots and P positions apart and
-        # broadcasting the sum skips a [N, K, P, D] tensor and its gradient (about a third of training time).
+        # broadcasting the sum skips a [N, K, P, D] tensor and its gradient (benchmarks/train_speed.py).
         first = self.mlp[0]
         hidden = (first(slots).unsqueeze(2) + nn.functional.linear(pos, first.weight))  # [N, K, P, H]
         out = self.mlp[1:](hidden)  # [N, K, P, F + 1]

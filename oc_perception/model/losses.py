@@ -38,7 +38,8 @@ def slot_slot_contrastive_loss(
     return F.cross_entropy(logits, target)
 
 
-def mask_distillation_loss(decoder_masks: torch.Tensor, attention_masks: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+def mask_distillation_loss(decoder_masks: torch.Tensor, attention_masks: torch.Tensor,
+                           eps: float = 1e-8) -> torch.Tensor:
     """Cross-entropy of the decoder's alpha masks against the (detached) slot attention masks.
 
     decoder_masks, attention_masks: [..., K, P], each a distribution over the K slots at every patch. With

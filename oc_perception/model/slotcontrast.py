@@ -17,7 +17,8 @@ from oc_perception.config import ModelConfig
 from oc_perception.data.transforms import preprocess_frames
 from oc_perception.model.decoder import MLPDecoder
 from oc_perception.model.encoder import FeatureMLP, build_encoder
-from oc_perception.model.losses import feature_reconstruction_loss, mask_distillation_loss, slot_slot_contrastive_loss
+from oc_perception.model.losses import (feature_reconstruction_loss, mask_distillation_loss,
+                                        slot_slot_contrastive_loss)
 from oc_perception.model.predictor import SlotPredictor
 from oc_perception.model.slot_attention import SlotAttention
 
