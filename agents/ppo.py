@@ -7,14 +7,15 @@ CONFIG is a YAML file in configs/agents (``key=value`` overrides its keys, e.g. 
 runs the SlotContrast model of ``--checkpoint`` (default: the bundled checkpoint of the env) inside the env loop;
 with ``pixels`` or ``state`` a ``--checkpoint`` only colours the video. Writes to the log dir (default
 ``runs/ppo/<config>-<obs>-s<seed>``): TensorBoard events (``tensorboard_1/``), ``evaluations.npz`` (success of
-each periodic evaluation), ``model.zip`` (``PPO.load``) and ``episode.mp4`` (one evaluation episode, with the
-slot masks overlaid). Ends with one line: the success rate over ``eval_episodes`` seeded episodes, a random
+each periodic evaluation), ``model.zip`` (``PPO.load``), ``episode.mp4`` (one evaluation episode, with the
+slot masks overlaid) and ``result.json`` (the run's figures and config). Ends with one line: the success rate over ``eval_episodes`` seeded episodes, a random
 policy's on the same episodes, and the paths.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,7 @@ from oc_perception.config import ConfigError, to_dict
 
 # Errors that stop a run with one line: bad config or checkpoint (a missing bundled checkpoint included).
 USER_ERRORS = (ConfigError, CheckpointError, FileNotFoundError)
+RESULT_FILE = "result.json"
 EVAL_SEED_OFFSET = 10_000  # evaluation envs are seeded seed + 10000 + i, apart from the training envs' seed + i
 
 
@@ -53,6 +55,30 @@ class RunResult:
     tensorboard_dir: Path
     model_path: Path
     video_path: Path
+
+    def save(self, cfg: AgentConfig, checkpoint: str | Path | None) -> Path:
+        """Write ``log_dir/result.json``: the figures, with the config and perception checkpoint that made them."""
+        record = {"config": to_dict(cfg), "checkpoint": None if checkpoint is None else str(checkpoint),
+                  "success_rate": self.success_rate, "random_success_rate": self.random_success_rate,
+                  "curve": self.curve, "steps": self.steps, "train_seconds": self.train_seconds,
+                  "tensorboard_dir": str(self.tensorboard_dir), "model_path": str(self.model_path),
+                  "video_path": str(self.video_path)}
+        path = self.log_dir / RESULT_FILE
+        path.write_text(json.dumps(record, indent=1) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, log_dir: str | Path, cfg: AgentConfig, checkpoint: str | Path | None) -> RunResult | None:
+        """The result saved in ``log_dir`` by a run of this very config and checkpoint, else None."""
+        path = Path(log_dir) / RESULT_FILE
+        if not path.is_file():
+            return None
+        record = json.loads(path.read_text())
+        if record["config"] != to_dict(cfg) or record["checkpoint"] != (None if checkpoint is None else str(checkpoint)):
+            return None
+        return cls(record["success_rate"], record["random_success_rate"], [tuple(c) for c in record["curve"]],
+                   record["steps"], record["train_seconds"], Path(log_dir), Path(record["tensorboard_dir"]),
+                   Path(record["model_path"]), Path(record["video_path"]))
 
 
 class ProgressBar(BaseCallback):
@@ -103,7 +129,8 @@ def train(cfg: AgentConfig, log_dir: str | Path, checkpoint: str | Path | None =
 
     Args:
         cfg: the agent config (``cfg.obs`` picks the observations).
-        log_dir: where TensorBoard events, ``evaluations.npz``, ``model.zip`` and ``episode.mp4`` go.
+        log_dir: where TensorBoard events, ``evaluations.npz``, ``model.zip``, ``episode.mp4`` and
+            ``result.json`` go.
         checkpoint: the perception model; None = the bundled checkpoint of ``cfg.env_id`` for slots, no
             overlay in the video for pixels and state.
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``...: PPO and the perception model.
@@ -142,8 +169,10 @@ def train(cfg: AgentConfig, log_dir: str | Path, checkpoint: str | Path | None =
         env.close()
     curve = [(int(t), float(np.mean(s))) for t, s in zip(evaluation.evaluations_timesteps,
                                                           evaluation.evaluations_successes)]
-    return RunResult(rate, random_rate, curve, agent.num_timesteps, train_seconds, log_dir,
-                     Path(agent.logger.get_dir()), model_path, video_path)
+    result = RunResult(rate, random_rate, curve, agent.num_timesteps, train_seconds, log_dir,
+                       Path(agent.logger.get_dir()), model_path, video_path)
+    result.save(cfg, checkpoint)
+    return result
 
 
 def summary(cfg: AgentConfig, result: RunResult) -> str:

@@ -2,7 +2,7 @@
 
     python benchmarks/rl_compare.py [--configs configs/agents/oddoneout_slots.yml configs/agents/push_slots.yml]
         [--obs slots pixels state] [--seeds 0 1 2] [--total-timesteps N] [--checkpoint PATH] [--device auto]
-        [--out runs/rl_compare] [key=value ...]
+        [--out runs/rl_compare] [--reuse] [key=value ...]
 
 Every (config, observation type, seed) is one ``agents.ppo.train`` run with the config's hyperparameters, so the
 three observation types share the budget (``--total-timesteps``, default the config's) and the evaluation episodes
@@ -13,7 +13,9 @@ runs (default: the bundled one) and colours the baselines' videos too.
 Prints a markdown table (success rate mean and std over seeds, a random policy's on the same episodes, wall time
 of training per run, periodic evaluations included) and writes it to ``OUT/results.md``, with the learning curves
 (success rate of the periodic evaluations, mean and std over seeds) in ``OUT/learning_curves.png``. Each run's log
-dir is ``OUT/<config>/<obs>-s<seed>``.
+dir is ``OUT/<config>/<obs>-s<seed>``; with ``--reuse`` a run whose log dir holds the ``result.json`` of the same
+config and checkpoint is read instead of trained again, so an interrupted comparison goes on where it stopped
+and runs started apart (one process per core) are tabled together.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--checkpoint", default=None, help="perception checkpoint (default: the bundled one)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--out", type=Path, default=Path("runs/rl_compare"))
+    ap.add_argument("--reuse", action="store_true", help="read finished runs of the same config from OUT")
     return ap.parse_intermixed_args(argv)
 
 
@@ -61,11 +64,14 @@ def run_all(args: argparse.Namespace) -> tuple[Runs, dict[str, AgentConfig]]:
             for seed in args.seeds:
                 cfg = load_agent_config(path, [*args.overrides, *budget, f"obs={obs}", f"seed={seed}"])
                 configs[cfg.env_id] = cfg
-                result = train(cfg, args.out / path.stem / f"{obs}-s{seed}", args.checkpoint, args.device,
-                               progress=False)
+                log_dir = args.out / path.stem / f"{obs}-s{seed}"
+                result = RunResult.load(log_dir, cfg, args.checkpoint) if args.reuse else None
+                how = "read from its result.json" if result else "trained"
+                if result is None:
+                    result = train(cfg, log_dir, args.checkpoint, args.device, progress=False)
                 runs[cfg.env_id, obs].append(result)
                 print(f"{cfg.env_id} {obs} seed {seed}: success rate {result.success_rate:.2f} (random "
-                      f"{result.random_success_rate:.2f}) in {result.train_seconds:.0f} s", flush=True)
+                      f"{result.random_success_rate:.2f}) in {result.train_seconds:.0f} s ({how})", flush=True)
     return runs, configs
 
 

@@ -14,7 +14,8 @@ present (float32 and bf16 autocast).
   around the env's ``step``/``reset`` and the model's ``preprocess``/``step`` inside one wrapped run (robust to
   load changes between runs on a shared machine). Target: <= 10 %.
 - batching: ``VectorSlotObservation`` over 8 envs against 8 ``SlotObservation`` envs stepped in turn. Target:
-  >= 4x the env-steps/s.
+  >= 4x the env-steps/s. Beside it, the model's cost per frame at batch 1 and 8 (the whole step and the encoder
+  alone), and the speed-up that the batched encoder's cost alone leaves possible.
 Each figure is the best of ``--reps`` runs of ``--steps`` steps; the runs are interleaved and short, so that load
 from other processes on a shared machine hits every setup alike.
 """
@@ -138,6 +139,25 @@ def model_loop(model: SlotContrast, frames: np.ndarray) -> Callable[[], None]:
     return run
 
 
+def batch_loops(model: SlotContrast, frames: np.ndarray, batch: int) -> dict[str, Callable[[], None]]:
+    """``model.step`` and the encoder alone on ``batch`` frames at a time, over ``frames``."""
+    video = [model.preprocess(np.stack([f] * batch)) for f in frames]
+
+    def step() -> None:
+        with torch.inference_mode():
+            state = model.init_state(batch)
+            for x in video:
+                out, state = model.step(x, state)
+            out["slots"].cpu()
+
+    def encoder() -> None:
+        with torch.inference_mode():
+            for x in video:
+                features, _ = model.encode(x)
+            features.cpu()
+    return {f"model step, batch {batch}": step, f"encoder alone, batch {batch}": encoder}
+
+
 class Stopwatch:
     """Accumulates the time spent in the callables it wraps."""
 
@@ -216,6 +236,14 @@ def bench(model: SlotContrast, dtype: torch.dtype | None, steps: int, reps: int,
     if 8 in num_envs:
         speedup = per_step["8 x SlotObservation in turn"] / per_step["VectorSlotObservation, 8 envs"]
         print(f"8 envs batched vs 8 single wrappers in turn: {speedup:.2f}x (target >= 4x)")
+        # Where the batched step's time goes: what batching cannot remove bounds the speed-up.
+        costs = best_times({**batch_loops(model, frames, 1), **batch_loops(model, frames, 8)}, device, reps)
+        ms = {name: 1e3 * seconds / steps / (8 if name.endswith("8") else 1) for name, seconds in costs.items()}
+        ceiling = per_step["8 x SlotObservation in turn"] / (per_step["bare env"] + ms["encoder alone, batch 8"] / 1e3)
+        print(f"ms per frame at batch 1 / 8: model step {ms['model step, batch 1']:.2f} / "
+              f"{ms['model step, batch 8']:.2f}, encoder alone {ms['encoder alone, batch 1']:.2f} / "
+              f"{ms['encoder alone, batch 8']:.2f}; batching 8 envs cannot pass {ceiling:.1f}x here "
+              "(8 wrappers in turn over the bare env + the batched encoder alone)")
 
 
 def main() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import gymnasium as gym
@@ -21,6 +22,9 @@ from oc_perception import SlotContrast
 from oc_perception.checkpoint import CONFIG_DIR, load_checkpoint, save_checkpoint
 from oc_perception.config import ConfigError, load_config
 from conftest import tiny_overrides
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import rl_compare  # noqa: E402
 
 CONFIG = CONFIG_DIR / "agents" / "oddoneout_slots.yml"
 # 4 envs x 64 steps per rollout, 8 rollouts in 2048 steps; evaluations of 4 episodes: seconds per run.
@@ -163,3 +167,29 @@ def test_saved_agent_loads_and_evaluates(slots_run, perception_checkpoint, tmp_p
     assert 0.0 <= success_rate(trained, venv, episodes=2, seed=0) <= 1.0
     assert 0.0 <= success_rate(RandomAgent(venv.action_space, 2, seed=0), venv, episodes=2, seed=0) <= 1.0
     venv.close()
+
+
+def test_run_result_is_read_back_only_for_the_same_run(slots_run, perception_checkpoint):
+    cfg = load_agent_config(CONFIG, [*TINY, "obs=slots", "total_timesteps=2048"])
+    loaded = ppo.RunResult.load(slots_run.log_dir, cfg, perception_checkpoint)
+    assert loaded == slots_run
+    assert ppo.RunResult.load(slots_run.log_dir, load_agent_config(CONFIG, [*TINY, "obs=slots", "seed=1",
+                                                                            "total_timesteps=2048"]),
+                              perception_checkpoint) is None
+    assert ppo.RunResult.load(slots_run.log_dir, cfg, None) is None  # another perception model
+
+
+def test_rl_compare_reuses_finished_runs(tmp_path, monkeypatch, capsys):
+    argv = ["--configs", str(CONFIG), "--obs", "state", "--seeds", "0", "--total-timesteps", "1024",
+            "--out", str(tmp_path), "--reuse", "--device", "cpu", *TINY]
+    rl_compare.main(argv)
+    first = (tmp_path / "results.md").read_text()
+    assert "| oc/ShapesOddOneOut-v0 | state | 1,024 | 1 |" in first and (tmp_path / "learning_curves.png").is_file()
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr(rl_compare, "train", no_training)
+    rl_compare.main(argv)
+    assert "(read from its result.json)" in capsys.readouterr().out
+    assert (tmp_path / "results.md").read_text() == first

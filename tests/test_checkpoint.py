@@ -106,6 +106,19 @@ def test_detect_config_unknown_shapes():
                                 "decoder.module.pos_emb": torch.zeros(1, 1, 576, 64)})
 
 
+@pytest.mark.parametrize("env_id", ["oc/ShapesPush-v0", "oc/PandaPush-v0"])
+def test_bundled_checkpoints_match_their_configs(env_id):
+    # The bundled files are what `configs/pretrain/<name>.yml` trains (docs/checkpoints.md): a config edited
+    # without retraining, or a file left out of the package, fails here rather than in a user's env.
+    path = default_checkpoint(env_id)
+    model = load_checkpoint(path)
+    assert model.cfg == load_config(f"configs/pretrain/{path.stem}.yml").model
+    frames = torch.randint(0, 256, (1, 2, 64, 64, 3), dtype=torch.uint8)
+    with torch.no_grad():
+        slots = model(model.preprocess(frames))["slots"]
+    assert slots.shape == (1, 2, model.cfg.num_slots, model.cfg.slot_dim) and torch.isfinite(slots).all()
+
+
 def test_default_checkpoint_unknown_env():
     with pytest.raises(KeyError, match="no bundled checkpoint for 'CartPole-v1'"):
         default_checkpoint("CartPole-v1")
