@@ -1,9 +1,9 @@
 """`make demo`: PPO on SlotContrast slots in oc/ShapesOddOneOut-v0 with the bundled perception checkpoint.
 
 Runs ``python -m agents.ppo configs/agents/oddoneout_slots.yml --log-dir runs/demo``: 200k env steps, about
-8 minutes on 2 CPU cores (throughput, budget and the measured run: docs/agents.md), then one line with the agent's success rate
-beside a random policy's (same 50 episodes) and the paths of the TensorBoard log and of a video of one episode
-with the slot masks overlaid.
+8 minutes on 2 CPU cores (throughput, budget and the measured run: docs/agents.md), then one line with the
+agent's success rate beside a random policy's (same 50 episodes) and the paths of the TensorBoard log and of a
+video of one episode with the slot masks overlaid.
 """
 
 import sys

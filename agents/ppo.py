@@ -8,8 +8,8 @@ runs the SlotContrast model of ``--checkpoint`` (default: the bundled checkpoint
 with ``pixels`` or ``state`` a ``--checkpoint`` only colours the video. Writes to the log dir (default
 ``runs/ppo/<config>-<obs>-s<seed>``): TensorBoard events (``tensorboard_1/``), ``evaluations.npz`` (success of
 each periodic evaluation), ``model.zip`` (``PPO.load``), ``episode.mp4`` (one evaluation episode, with the
-slot masks overlaid) and ``result.json`` (the run's figures and config). Ends with one line: the success rate over ``eval_episodes`` seeded episodes, a random
-policy's on the same episodes, and the paths.
+slot masks overlaid) and ``result.json`` (the run's figures and config). Ends with one line: the success rate
+over ``eval_episodes`` seeded episodes, a random policy's on the same episodes, and the paths.
 """
 
 from __future__ import annotations
@@ -74,7 +74,8 @@ class RunResult:
         if not path.is_file():
             return None
         record = json.loads(path.read_text())
-        if record["config"] != to_dict(cfg) or record["checkpoint"] != (None if checkpoint is None else str(checkpoint)):
+        same_checkpoint = record["checkpoint"] == (None if checkpoint is None else str(checkpoint))
+        if record["config"] != to_dict(cfg) or not same_checkpoint:
             return None
         return cls(record["success_rate"], record["random_success_rate"], [tuple(c) for c in record["curve"]],
                    record["steps"], record["train_seconds"], Path(log_dir), Path(record["tensorboard_dir"]),
