@@ -15,6 +15,7 @@ over ``eval_episodes`` seeded episodes, a random policy's on the same episodes, 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import time
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ from agents.envs import load_perception, make_single_env, make_vec_env
 from agents.evaluation import RandomAgent, record_episode, success_rate
 from agents.extractor import SlotSetExtractor
 from oc_perception.cli import run_or_exit
-from oc_perception.checkpoint import CheckpointError
+from oc_perception.checkpoint import CheckpointError, default_checkpoint
 from oc_perception.config import ConfigError, to_dict
 
 # Errors that stop a run with one line: bad config or checkpoint (a missing bundled checkpoint included).
@@ -58,7 +59,7 @@ class RunResult:
 
     def save(self, cfg: AgentConfig, checkpoint: str | Path | None) -> Path:
         """Write ``log_dir/result.json``: the figures, with the config and perception checkpoint that made them."""
-        record = {"config": to_dict(cfg), "checkpoint": None if checkpoint is None else str(checkpoint),
+        record = {"config": to_dict(cfg), "checkpoint_sha256": perception_digest(cfg, checkpoint),
                   "success_rate": self.success_rate, "random_success_rate": self.random_success_rate,
                   "curve": self.curve, "steps": self.steps, "train_seconds": self.train_seconds,
                   "tensorboard_dir": str(self.tensorboard_dir), "model_path": str(self.model_path),
@@ -74,12 +75,23 @@ class RunResult:
         if not path.is_file():
             return None
         record = json.loads(path.read_text())
-        same_checkpoint = record["checkpoint"] == (None if checkpoint is None else str(checkpoint))
-        if record["config"] != to_dict(cfg) or not same_checkpoint:
+        digest = record.get("checkpoint_sha256", "unknown")  # files of older versions: never a match
+        if record["config"] != to_dict(cfg) or digest != perception_digest(cfg, checkpoint):
             return None
         return cls(record["success_rate"], record["random_success_rate"], [tuple(c) for c in record["curve"]],
                    record["steps"], record["train_seconds"], Path(log_dir), Path(record["tensorboard_dir"]),
                    Path(record["model_path"]), Path(record["video_path"]))
+
+
+def perception_digest(cfg: AgentConfig, checkpoint: str | Path | None) -> str | None:
+    """SHA-256 of the perception checkpoint a run uses (the bundled one for slots without ``checkpoint``).
+
+    By content, not path: a retrained model written over the same file is another run.
+    """
+    if checkpoint is None and cfg.obs != "slots":
+        return None
+    path = Path(checkpoint) if checkpoint is not None else default_checkpoint(cfg.env_id)
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 class ProgressBar(BaseCallback):

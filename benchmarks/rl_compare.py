@@ -14,8 +14,8 @@ Prints a markdown table (success rate mean and std over seeds, a random policy's
 of training per run, periodic evaluations included) and writes it to ``OUT/results.md``, with the learning curves
 (success rate of the periodic evaluations, mean and std over seeds) in ``OUT/learning_curves.png``. Each run's log
 dir is ``OUT/<config>/<obs>-s<seed>``; with ``--reuse`` a run whose log dir holds the ``result.json`` of the same
-config and checkpoint is read instead of trained again, so an interrupted comparison goes on where it stopped
-and runs started apart (one process per core) are tabled together.
+config and perception checkpoint (by content) is read instead of trained again, so an interrupted comparison goes
+on where it stopped and runs started apart (one process per core) are tabled together.
 """
 
 from __future__ import annotations

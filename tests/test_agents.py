@@ -169,14 +169,23 @@ def test_saved_agent_loads_and_evaluates(slots_run, perception_checkpoint, tmp_p
     venv.close()
 
 
-def test_run_result_is_read_back_only_for_the_same_run(slots_run, perception_checkpoint):
+def test_run_result_is_read_back_only_for_the_same_run(slots_run, perception_checkpoint, tmp_path):
     cfg = load_agent_config(CONFIG, [*TINY, "obs=slots", "total_timesteps=2048"])
     loaded = ppo.RunResult.load(slots_run.log_dir, cfg, perception_checkpoint)
     assert loaded == slots_run
     assert ppo.RunResult.load(slots_run.log_dir, load_agent_config(CONFIG, [*TINY, "obs=slots", "seed=1",
                                                                             "total_timesteps=2048"]),
                               perception_checkpoint) is None
-    assert ppo.RunResult.load(slots_run.log_dir, cfg, None) is None  # another perception model
+    assert ppo.RunResult.load(slots_run.log_dir, cfg, None) is None  # another perception model (the bundled one)
+    # The perception model counts by content: a copy elsewhere is the same run, a retrained file is not.
+    copy = tmp_path / "copy.safetensors"
+    copy.write_bytes(perception_checkpoint.read_bytes())
+    assert ppo.RunResult.load(slots_run.log_dir, cfg, copy) == slots_run
+    model = load_checkpoint(copy)
+    with torch.no_grad():
+        model.initial_slots.add_(1.0)
+    save_checkpoint(model, copy)
+    assert ppo.RunResult.load(slots_run.log_dir, cfg, copy) is None
 
 
 def test_rl_compare_reuses_finished_runs(tmp_path, monkeypatch, capsys):
