@@ -237,8 +237,9 @@ def bench(model: SlotContrast, dtype: torch.dtype | None, steps: int, reps: int,
         speedup = per_step["8 x SlotObservation in turn"] / per_step["VectorSlotObservation, 8 envs"]
         print(f"8 envs batched vs 8 single wrappers in turn: {speedup:.2f}x (target >= 4x)")
         # Where the batched step's time goes: what batching cannot remove bounds the speed-up.
-        costs = best_times({**batch_loops(model, frames, 1), **batch_loops(model, frames, 8)}, device, reps)
-        ms = {name: 1e3 * seconds / steps / (8 if name.endswith("8") else 1) for name, seconds in costs.items()}
+        loops = {(name, batch): loop for batch in (1, 8) for name, loop in batch_loops(model, frames, batch).items()}
+        costs = best_times({name: loop for (name, _), loop in loops.items()}, device, reps)
+        ms = {name: 1e3 * costs[name] / (steps * batch) for name, batch in loops}
         ceiling = per_step["8 x SlotObservation in turn"] / (per_step["bare env"] + ms["encoder alone, batch 8"] / 1e3)
         print(f"ms per frame at batch 1 / 8: model step {ms['model step, batch 1']:.2f} / "
               f"{ms['model step, batch 8']:.2f}, encoder alone {ms['encoder alone, batch 1']:.2f} / "
