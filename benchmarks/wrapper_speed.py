@@ -177,7 +177,7 @@ class Stopwatch:
 
 def instrumented_overhead(model: SlotContrast, dtype: torch.dtype | None, actions: np.ndarray, reps: int) -> float:
     """Median over ``reps`` wrapped runs of (total - env - model) / model, all timed within the same run."""
-    device = model.initial_slots.device
+    device = model.device
     overheads = []
     for _ in range(reps + 1):
         env_watch, model_watch, total_watch = Stopwatch(device), Stopwatch(device), Stopwatch(device)
@@ -195,7 +195,7 @@ def instrumented_overhead(model: SlotContrast, dtype: torch.dtype | None, action
 
 
 def bench(model: SlotContrast, dtype: torch.dtype | None, steps: int, reps: int, num_envs: list[int]) -> None:
-    device = model.initial_slots.device
+    device = model.device
     rng = np.random.default_rng(0)
     actions = rng.integers(0, 5, (steps, max(num_envs + [8])))
     bare = gym.make(ENV_ID, **ENV_KWARGS)

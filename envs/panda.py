@@ -10,6 +10,8 @@ that colour: the target is visible in the pixels.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import functools
 import os
 import tempfile
@@ -66,7 +68,13 @@ def _collision_visual_urdf() -> str:
     fd, path = tempfile.mkstemp(prefix="oc_panda_", suffix=".urdf")
     with os.fdopen(fd, "w") as f:
         f.write(urdf)
+    atexit.register(_remove_quietly, path)  # one file per process (cached), gone when the process ends
     return path
+
+
+def _remove_quietly(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.remove(path)
 
 
 class PandaPushEnv(ObjectCentricEnv):

@@ -10,7 +10,10 @@ an episode of T steps gives T + 1 frames (the reset frame included).
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -70,11 +73,37 @@ def main(argv: Sequence[str] | None = None) -> list[int]:
     parser.add_argument("--max-steps", type=int, default=None, help="cut episodes to this many steps")
     parser.add_argument("--image-size", type=int, default=64)
     args = parser.parse_args(argv)
-    lengths = play(args.env_id, args.out, episodes=args.episodes, seed=args.seed, policy=args.policy,
-                   scale=args.scale, fps=args.fps, max_steps=args.max_steps,
-                   env_kwargs={"image_size": args.image_size})
+    try:
+        check_args(args)
+        lengths = play(args.env_id, args.out, episodes=args.episodes, seed=args.seed, policy=args.policy,
+                       scale=args.scale, fps=args.fps, max_steps=args.max_steps,
+                       env_kwargs={"image_size": args.image_size})
+    except (ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
     print(f"wrote {args.out}: {len(lengths)} episodes, {sum(lengths) + len(lengths)} frames")
     return lengths
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Every bad argument stops here with one line, before an env is built or a file written."""
+    for flag, value in (("--episodes", args.episodes), ("--scale", args.scale), ("--fps", args.fps),
+                        ("--image-size", args.image_size), ("--max-steps", args.max_steps)):
+        if value is not None and value < 1:
+            raise ValueError(f"{flag} {value}: must be at least 1")
+    try:
+        gym.spec(args.env_id)
+    except gym.error.Error as e:
+        ours = sorted(k for k in gym.registry if k.startswith("oc/"))
+        raise ValueError(f"unknown env id {args.env_id!r} ({e}); ours: {', '.join(ours)}") from None
+    out = Path(args.out)
+    if out.suffix.lower() not in VideoWriter.FORMATS:
+        raise ValueError(f"--out {out}: unsupported video format {out.suffix or '(none)'}; use "
+                         + " or ".join(VideoWriter.FORMATS))
+    folder = out.parent if str(out.parent) else Path(".")
+    if out.is_dir() or not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise ValueError(f"--out {out}: cannot write there (is it a folder, or is its folder missing or "
+                         "read-only?); pick a writable file path")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ Every write goes to a temporary file first and is renamed into place: a crash ne
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -78,6 +79,30 @@ def _atomic_write(path: Path, write) -> Path:
     return path
 
 
+def weights_digest(state: Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 over every tensor's name, dtype, shape and bytes (in key order): damage anywhere changes it."""
+    h = hashlib.sha256()
+    for key in sorted(state):
+        t = state[key].detach().contiguous().cpu().reshape(-1)
+        h.update(f"{key}|{t.dtype}|{tuple(state[key].shape)}|".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def check_weights(state: Mapping[str, torch.Tensor], meta: Mapping[str, str], source: str) -> None:
+    """A damaged file whose header survived loads without complaint: compare the stored digest (files written
+    since it was added) and refuse NaN/inf weights."""
+    stored = meta.get("weights_sha256")
+    if stored is not None and stored != weights_digest(state):
+        raise CheckpointError(f"{source}: the weights do not match the digest stored when it was written; the "
+                              "file is damaged: re-download, re-copy or re-train it")
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise CheckpointError(f"{source}: non-finite (NaN/inf) weights in {', '.join(bad[:5])}"
+                              + (f" (+{len(bad) - 5} more)" if len(bad) > 5 else "")
+                              + "; the file is damaged or was saved from a diverged run")
+
+
 def save_checkpoint(model: SlotContrast, path: str | Path, include_backbone: bool = True,
                     metadata: Mapping[str, str] | None = None) -> Path:
     """Write ``model`` as safetensors with its config as metadata, atomically.
@@ -88,7 +113,8 @@ def save_checkpoint(model: SlotContrast, path: str | Path, include_backbone: boo
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     if not include_backbone and model.cfg.encoder.backbone != "cnn":
         state = {k: v for k, v in state.items() if not k.startswith("encoder.")}
-    meta = {"format": FORMAT, "config": json.dumps(to_dict(model.cfg)), **(metadata or {})}
+    meta = {"format": FORMAT, "config": json.dumps(to_dict(model.cfg)), "weights_sha256": weights_digest(state),
+            **(metadata or {})}
     return _atomic_write(Path(path), lambda tmp: save_file(state, tmp, metadata=meta))
 
 
@@ -111,6 +137,7 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{path} is a safetensors file but not an oc-perception checkpoint "
                               f"(metadata format={meta.get('format')!r}, expected {FORMAT!r})")
+    check_weights(tensors, meta, str(path))
     return tensors, meta
 
 
@@ -171,8 +198,9 @@ def official_state_dict(path_or_state_dict: str | Path | Mapping[str, torch.Tens
         try:
             sd = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # torch raises several types for truncated or foreign files
-            raise CheckpointError(f"{path} could not be read as a PyTorch checkpoint ({type(e).__name__}: {e}); "
-                                  "it may be truncated or corrupt") from e
+            # Not torch's own text: it suggests weights_only=False, which would run whatever the file holds.
+            raise CheckpointError(f"{path} could not be read as a PyTorch checkpoint ({type(e).__name__}); "
+                                  "it may be truncated, corrupt or hold more than tensors") from e
         if isinstance(sd, Mapping) and "state_dict" in sd:
             sd = sd["state_dict"]
     if not isinstance(sd, Mapping) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
@@ -270,6 +298,16 @@ def save_step_checkpoint(log_dir: str | Path, step: int, payload: dict[str, Any]
     return path
 
 
+def remove_partial_writes(directory: str | Path) -> list[Path]:
+    """Delete the temporary files of atomic writes that a crash interrupted (``.<name>.*.tmp``) in ``directory``.
+
+    Only call it on a directory that no other process writes to (a log dir whose lock this process holds)."""
+    removed = [p for p in Path(directory).glob(".*.tmp") if p.is_file()]
+    for p in removed:
+        p.unlink()
+    return removed
+
+
 def load_training_state(path: str | Path) -> dict[str, Any]:
     """Read a training checkpoint written by ``save_training_state`` (``weights_only=True``)."""
     path = Path(path)
@@ -278,4 +316,7 @@ def load_training_state(path: str | Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise
     except Exception as e:
-        raise CheckpointError(f"{path} is not a readable training checkpoint ({type(e).__name__}: {e})") from e
+        # torch's message suggests weights_only=False, which would run whatever the file holds: never pass it on.
+        raise CheckpointError(f"{path} is not a readable training checkpoint ({type(e).__name__}); it is "
+                              "truncated, corrupt or not a training checkpoint of ours: resume from an earlier "
+                              "checkpoints/step_*.pt or start a fresh run") from e

@@ -10,6 +10,7 @@ the wrong model.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -46,6 +47,9 @@ class SlotAttentionConfig:
     mlp_hidden_mult: int = 4
     eps: float = 1e-8
     bilevel: bool = False  # BO-QSA gradients (same forward values); for slots trained from scratch on pixels
+    # Invariant Slot Attention (Biza et al., 2023): slots carry a position and scale, keys/values and the
+    # decoder see the grid in each slot's own frame. For pixels from scratch; off in the paper's model.
+    relative: bool = False
 
 
 @dataclass
@@ -59,12 +63,19 @@ class PredictorConfig:
 
 @dataclass
 class DecoderConfig:
+    # "mlp" (the paper: every slot decodes every patch) or "broadcast" (spatial broadcast: each slot tiled on
+    # a small grid -> transposed convolutions -> RGB + alpha; masks then have the decoder's resolution).
+    kind: str = "mlp"
     hidden_dims: list[int] = field(default_factory=lambda: [1024, 1024, 1024])
     pos_emb: str = "learned"  # "learned" (official) or "soft" (coordinates -> linear; fast from scratch)
     # Which masks mix the slots' reconstructions: "alpha" (the decoder's own, official) or "attention" (the
     # slot attention masks of the frame; the decoder's alpha masks then learn to match them, so masks can
     # still be decoded from slots alone, e.g. predicted ones). "attention" is for pixels from scratch.
     mix: str = "alpha"
+    # broadcast decoder: start grid (side), channels of each stride-2 transposed conv (the output side is
+    # broadcast_size * 2 ** len(conv_channels), a divisor of the input size).
+    broadcast_size: int = 8
+    conv_channels: list[int] = field(default_factory=lambda: [32, 32, 32])
 
 
 @dataclass
@@ -74,12 +85,18 @@ class LossConfig:
     temperature: float = 0.1
     batch_contrast: bool = True
     mask_weight: float = 1.0  # decoder.mix=attention: weight of the alpha-mask <- attention-mask cross-entropy
+    # Pixels whose colour differs from the frame's median colour (objects, on our envs' plain floors) weigh
+    # this much more in the reconstruction loss; 1 = plain MSE (the paper). Pixel targets only.
+    foreground_weight: float = 1.0
 
 
 @dataclass
 class ModelConfig:
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     num_slots: int = 11  # K
+    # First-frame slots: "fixed" (K learned vectors, the paper) or "random" (a learned Gaussian shared by the
+    # slots, Locatello et al. 2020: slots are exchangeable, which training from pixels needs).
+    initializer: str = "fixed"
     slot_dim: int = 64  # D
     input_mlp_hidden: int | None = None  # hidden width of the feature MLP; None = 2F as in the paper
     slot_attention: SlotAttentionConfig = field(default_factory=SlotAttentionConfig)
@@ -246,12 +263,70 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
-        loaded = yaml.safe_load(path.read_text())
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+            raise ConfigError(f"{path}: not valid YAML{where} ({problem})") from None
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{path}: the top level must be a mapping")
         data = loaded or {}
     data = apply_overrides(data, overrides)
-    return from_dict(schema, data)
+    cfg = from_dict(schema, data)
+    check_values(cfg)
+    return cfg
+
+
+# Values that must be positive (ints) or finite and positive (floats), by dotted name; checked on load so a
+# bad value stops a command before it makes anything (a run dir, a data file).
+POSITIVE = (
+    "model.num_slots", "model.slot_dim", "model.encoder.input_size", "model.encoder.patch_size",
+    "model.encoder.feature_dim", "model.slot_attention.iters_first", "model.slot_attention.iters",
+    "model.predictor.num_heads", "model.loss.temperature", "model.loss.foreground_weight",
+    "model.decoder.broadcast_size", "data.chunk_size", "data.batch_size", "data.val_batch_size", "optim.lr",
+    "optim.grad_clip", "trainer.max_steps", "trainer.log_every", "trainer.val_every", "trainer.ckpt_every",
+    "trainer.keep_last",
+)
+NON_NEGATIVE = ("optim.warmup_steps", "optim.weight_decay", "optim.eps", "model.loss.featrec_weight",
+                "model.loss.ss_weight", "data.num_workers")
+CHOICES = {
+    "model.initializer": ("fixed", "random"),
+    "model.encoder.target": ("features", "pixels"),
+    "model.decoder.kind": ("mlp", "broadcast"),
+    "model.decoder.pos_emb": ("learned", "soft"),
+    "model.decoder.mix": ("alpha", "attention"),
+    "data.transform": ("resize", "short_side_crop"),
+    "data.label_zero": ("background", "unlabelled"),
+    "trainer.precision": ("fp32", "bf16"),
+}
+
+
+def _get(cfg: Any, dotted: str) -> tuple[bool, Any]:
+    node = cfg
+    for key in dotted.split("."):
+        if not hasattr(node, key):
+            return False, None
+        node = getattr(node, key)
+    return True, node
+
+
+def check_values(cfg: Any) -> None:
+    """Raise a ConfigError naming the first key whose value is out of range (for the keys ``cfg`` has)."""
+    for name in POSITIVE + NON_NEGATIVE:
+        found, value = _get(cfg, name)
+        if not found or value is None:
+            continue
+        bad = (isinstance(value, float) and not math.isfinite(value)) or (
+            value <= 0 if name in POSITIVE else value < 0)
+        if bad:
+            need = "a positive" if name in POSITIVE else "a non-negative"
+            raise ConfigError(f"{name}={value!r}: must be {need} {'number' if isinstance(value, float) else 'integer'}")
+    for name, allowed in CHOICES.items():
+        found, value = _get(cfg, name)
+        if found and value not in allowed:
+            raise ConfigError(f"{name}={value!r}: must be one of {', '.join(allowed)}")
 
 
 def model_config_from_dict(data: dict[str, Any]) -> ModelConfig:

@@ -18,6 +18,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
@@ -70,6 +71,37 @@ def evaluate(model: SlotContrast, loader: DataLoader, cfg: Config, device: torch
     return results
 
 
+def mask_sheet(model: SlotContrast, batch: dict, out: dict, cfg: Config, videos: int = 4,
+               frames: int = 4) -> np.ndarray:
+    """uint8 [rows * H, W, 3]: one row per validation video, ``frames`` frames spread over it, each shown as
+    [frame | reconstruction (pixel models) | decoder-mask overlay | slot-attention overlay], enlarged 4x."""
+    from oc_perception import viz
+
+    mean = torch.tensor(cfg.model.mean).view(1, 1, 3, 1, 1)
+    std = torch.tensor(cfg.model.std).view(1, 1, 3, 1, 1)
+
+    def to_uint8(x: torch.Tensor) -> np.ndarray:  # normalised [B, T, 3, h, w] -> uint8 [B, T, h, w, 3]
+        return ((x.float().cpu() * std + mean).clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 1, 3, 4, 2).numpy()
+
+    video = to_uint8(batch["video"][:videos])
+    t = np.linspace(0, video.shape[1] - 1, frames).round().astype(int)
+    size = video.shape[2:4]
+    rows = []
+    for i in range(len(video)):
+        shown = video[i, t]
+        panels = [shown]
+        if model.cfg.encoder.target == "pixels":
+            recon = to_uint8(model.reconstruction_image(out["reconstruction"][i : i + 1, t]))[0]
+            panels.append(viz.resize_frames(recon, size))
+        for key in ("decoder_masks", "grouping_masks"):
+            masks = viz.masks_to_grid(out[key][i, t].float().cpu())
+            panels.append(viz.overlay_masks(shown, masks))
+        strip = viz.compose_panels(*panels)  # [F, H, W', 3]
+        rows.append(np.concatenate(list(strip), axis=1))
+    sheet = np.concatenate(rows, axis=0)
+    return np.repeat(np.repeat(sheet, 4, axis=0), 4, axis=1)
+
+
 def main(argv: list[str] | None = None) -> None:
     from oc_perception.inference import load_model, resolve_device
 
@@ -81,6 +113,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--masks", nargs="+", choices=list(MASK_KEYS), default=["decoder", "grouping"])
     ap.add_argument("--device", default="auto")
     ap.add_argument("--out", type=Path, default=None, help="also write the results as JSON")
+    ap.add_argument("--overlays", type=Path, default=None,
+                    help="also write a PNG of the first validation videos: frame | reconstruction | decoder "
+                         "masks | slot-attention masks")
     args = ap.parse_intermixed_args(argv)  # overrides may come after the options
 
     def run() -> dict[str, float]:
@@ -89,7 +124,18 @@ def main(argv: list[str] | None = None) -> None:
         model = load_model(args.checkpoint, None, device)
         cfg.model = model.cfg  # videos are resized and normalised as the checkpoint was trained
         loader = build_dataloader(cfg, args.data_dir, "val")
-        return evaluate(model, loader, cfg, device, tuple(args.masks))
+        sheets = []
+
+        def keep_first(batch: dict, out: dict) -> None:
+            if args.overlays is not None and not sheets:
+                sheets.append(mask_sheet(model, batch, out, cfg))
+
+        results = evaluate(model, loader, cfg, device, tuple(args.masks), on_batch=keep_first)
+        if sheets:
+            from oc_perception import viz
+
+            viz.save_png(args.overlays, sheets[0])
+        return results
 
     results = run_or_exit(run, errors=(ConfigError, CheckpointError, ShardError, EmptyDatasetError,
                                        FileNotFoundError))

@@ -96,6 +96,8 @@ class VideoReader:
         if max_frames is not None and max_frames < 1:
             raise ValueError(f"max_frames must be >= 1, got {max_frames}")
         self.path = Path(path)
+        if self.path.is_dir():
+            raise VideoError(f"{self.path} is a directory, not a video file; pass one video file")
         if not self.path.is_file():
             raise FileNotFoundError(f"video not found: {self.path}")
         try:
@@ -110,9 +112,25 @@ class VideoReader:
         rate, frames = self._stream.average_rate, self._stream.frames
         self.info = VideoInfo(self._stream.width, self._stream.height, float(rate) if rate else None,
                               frames or None)
+        # Some containers (Matroska/WebM) state no frame count, only a duration: estimate the count from it so
+        # a truncated file is still noticed.
+        self.estimated_frames = None if frames else self._frames_from_duration()
         self.max_frames = max_frames
         self.frames_read = 0
         self.complete = True
+
+    def _frames_from_duration(self) -> int | None:
+        rate = self.info.fps
+        if not rate:
+            return None
+        stream = self._stream
+        if stream.duration and stream.time_base:
+            seconds = float(stream.duration * stream.time_base)
+        elif self._container.duration:
+            seconds = self._container.duration / av.time_base
+        else:
+            return None
+        return max(1, int(round(seconds * rate)))
 
     @property
     def expected_frames(self) -> int | None:
@@ -136,6 +154,10 @@ class VideoReader:
             raise VideoError(f"{self.path}: the video stream holds no frame")
         if self.info.num_frames is not None and self.frames_read < self.expected_frames:
             self._warn_incomplete(f"only {self.frames_read} of {self.info.num_frames} frames could be decoded")
+        elif self.estimated_frames is not None and self.max_frames is None \
+                and self.frames_read < self.estimated_frames - 1:  # one frame of slack for rounding
+            self._warn_incomplete(f"only {self.frames_read} of about {self.estimated_frames} frames (from the "
+                                  "container's duration) could be decoded")
 
     def _warn_incomplete(self, reason: str) -> None:
         self.complete = False
@@ -276,9 +298,15 @@ def run_inference(model: SlotContrast, frames: Iterable[np.ndarray], chunk: int 
         start += len(batch)
 
 
+MAX_DISPLAY_SIDE = 1024  # a panel row holds several frames side by side: keep it within what encoders take
+
+
 def display_size(height: int, width: int, target_height: int) -> tuple[int, int]:
-    """(H', W') of a frame shown ``target_height`` pixels high with its aspect ratio kept."""
-    return target_height, max(1, round(width * target_height / height))
+    """(H', W') of a frame shown ``target_height`` pixels high with its aspect ratio kept, both sides at most
+    ``MAX_DISPLAY_SIDE`` (a very wide or tall video is shown smaller, aspect still kept)."""
+    h, w = target_height, width * target_height / height
+    scale = min(1.0, MAX_DISPLAY_SIDE / max(h, w))
+    return max(2, round(h * scale)), max(2, round(w * scale))
 
 
 def render_panels(frames: np.ndarray, masks: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
@@ -368,6 +396,20 @@ def _model_frames(reader: VideoReader, center_crop: bool) -> tuple[Iterable[np.n
     return (frame[top : top + side, left : left + side] for frame in reader), (side, side)
 
 
+def check_output_paths(video: str | os.PathLike, out: str | os.PathLike | None,
+                       slots_out: str | os.PathLike | None) -> None:
+    """Refuse outputs that would overwrite the input video or each other (one file would be lost)."""
+    src = Path(video).resolve()
+    given = {name: Path(p).resolve() for name, p in (("--out", out), ("--slots-out", slots_out)) if p}
+    for name, path in given.items():
+        if path == src:
+            raise ValueError(f"{name} {path} is the input video: writing it would destroy the input; pick "
+                             "another output path")
+    if len(given) == 2 and given["--out"] == given["--slots-out"]:
+        raise ValueError(f"--out and --slots-out are the same file {given['--out']}: one would replace the "
+                         "other; give them different paths")
+
+
 def infer_video(
     checkpoint: str | os.PathLike | SlotContrast,
     video: str | os.PathLike,
@@ -406,6 +448,9 @@ def infer_video(
         FileNotFoundError: missing video or checkpoint. VideoError: unreadable video or no decodable frame.
         CheckpointError: unknown checkpoint type or weights that do not fit. Partial outputs are removed.
     """
+    check_output_paths(video, out, slots_out)
+    if fps is not None and not fps > 0:
+        raise ValueError(f"fps must be > 0, got {fps} (leave it out to use the input's frame rate)")
     dev = resolve_device(device)
     with contextlib.ExitStack() as stack:
         reader = stack.enter_context(VideoReader(video, max_frames))

@@ -41,6 +41,8 @@ from oc_perception.data.datasets import build_dataloader, video_transform
 from oc_perception.data.shards import EmptyDatasetError, ShardError, expand_shards
 from oc_perception.evaluate import evaluate
 from oc_perception.model import SlotContrast
+from oc_perception.model.encoder import BackboneWeightsError
+from oc_perception.rundir import claim_log_dir
 
 # Errors that stop a run with one line: bad config, data, or checkpoint. (A ValueError only counts while
 # setting up, so a bug in the loop still shows its traceback.)
@@ -164,7 +166,8 @@ def build_train_loader(cfg: Config, data_dir: str | None, model: SlotContrast, l
 @torch.inference_mode()
 def validate(model: SlotContrast, loader: DataLoader, cfg: Config, device: torch.device, writer: SummaryWriter,
              step: int) -> dict[str, float]:
-    """Video/image FG-ARI and mBO of the decoder masks, validation losses, and mask-overlay videos."""
+    """Video/image FG-ARI and mBO of the decoder masks (``val/*``) and of the slot attention masks
+    (``val/grouping/*``), validation losses, and mask-overlay videos."""
     shown = 0
 
     def overlays(batch: dict, out: dict) -> None:
@@ -172,7 +175,7 @@ def validate(model: SlotContrast, loader: DataLoader, cfg: Config, device: torch
         if shown < cfg.trainer.overlay_videos:
             shown += log_overlays(writer, batch, out, cfg, step, cfg.trainer.overlay_videos - shown)
 
-    results = evaluate(model, loader, cfg, device, ("decoder",), lambda: autocast(cfg, device), overlays)
+    results = evaluate(model, loader, cfg, device, ("decoder", "grouping"), lambda: autocast(cfg, device), overlays)
     return {f"val/{k.removeprefix('decoder/')}": v for k, v in results.items()}
 
 
@@ -198,6 +201,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--data-dir", default=None, help="folder the config's shard patterns are relative to")
     ap.add_argument("--log-dir", default=None, help="default runs/<config name>")
     ap.add_argument("--continue", dest="resume", default=None, help="log dir or checkpoint to resume from")
+    ap.add_argument("--overwrite", action="store_true",
+                    help="replace the run in --log-dir (its checkpoints and model) instead of refusing")
     args = ap.parse_intermixed_args(argv)  # overrides may come after the options
     run_or_exit(train, args, errors=USER_ERRORS)
 
@@ -220,78 +225,87 @@ def train(args: argparse.Namespace) -> Path:
     expand_shards(cfg.data.train_shards, args.data_dir)  # missing shards stop here, before any work
     expand_shards(cfg.data.val_shards, args.data_dir)
 
-    # ---------------------------------------------------------------- model, optimiser, schedule
     torch.manual_seed(cfg.trainer.seed)
     try:
         model = SlotContrast(cfg.model).to(device)
-    except ValueError as e:  # an inconsistent model config
+    except (ValueError, BackboneWeightsError) as e:  # an inconsistent model config, weights that cannot be had
         raise ConfigError(str(e)) from e
-    params = [p for p in model.parameters() if p.requires_grad]
-    optim = torch.optim.Adam(params, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas), eps=cfg.optim.eps,
-                             weight_decay=cfg.optim.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        optim, lambda s: lr_factor(s, cfg.optim.warmup_steps, cfg.trainer.max_steps))
-    step = 0
-    if state is not None:
-        # The frozen backbone is rebuilt (same seed, same pretrained weights), not stored.
-        missing, unexpected = model.load_state_dict(state["model"], strict=False)
-        if unexpected or any(not k.startswith("encoder.backbone.") for k in missing):
-            raise CheckpointError(f"{resume_path} does not fit the model: missing {missing}, unexpected {unexpected}")
-        optim.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        step = state["step"]
-        set_rng_states(state["rng"])
-    train_step = TrainStep(model)
-    if d.world_size > 1:
-        train_step = DistributedDataParallel(train_step, device_ids=[d.local_rank] if device.type == "cuda" else None)
 
-    # ---------------------------------------------------------------- data
-    train_loader = build_train_loader(cfg, args.data_dir, model, log_dir, step, d, device)
-    val_loader = build_dataloader(cfg, args.data_dir, "val") if d.main else None
-    writer = SummaryWriter(log_dir, purge_step=step if step else None) if d.main else None
-    if d.main:
-        (log_dir / "config.yml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-        print(f"training {config_path(args.config).stem} on {device} x{d.world_size}: {log_dir}"
-              + (f" (resumed at step {step})" if step else ""), file=sys.stderr)
+    # The log dir is made and locked only now, when every check has passed: a bad command leaves nothing.
+    main_rank = contextlib.nullcontext() if not d.main else claim_log_dir(
+        log_dir, resuming=state is not None, overwrite=getattr(args, "overwrite", False))
+    with main_rank:
+        # ---------------------------------------------------------------- optimiser, schedule
+        params = [p for p in model.parameters() if p.requires_grad]
+        optim = torch.optim.Adam(params, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas), eps=cfg.optim.eps,
+                                 weight_decay=cfg.optim.weight_decay)
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            optim, lambda s: lr_factor(s, cfg.optim.warmup_steps, cfg.trainer.max_steps))
+        step = 0
+        if state is not None:
+            # The frozen backbone is rebuilt (same seed, same pretrained weights), not stored.
+            missing, unexpected = model.load_state_dict(state["model"], strict=False)
+            if unexpected or any(not k.startswith("encoder.backbone.") for k in missing):
+                raise CheckpointError(f"{resume_path} does not fit the model: missing {missing}, "
+                                      f"unexpected {unexpected}")
+            optim.load_state_dict(state["optimizer"])
+            sched.load_state_dict(state["scheduler"])
+            step = state["step"]
+            set_rng_states(state["rng"])
+        train_step = TrainStep(model)
+        if d.world_size > 1:
+            train_step = DistributedDataParallel(train_step,
+                                                 device_ids=[d.local_rank] if device.type == "cuda" else None)
 
-    # ---------------------------------------------------------------- loop
-    model.train()
-    batches = iter(train_loader)
-    bar = tqdm(total=cfg.trainer.max_steps, initial=step, desc="train", disable=not d.main, dynamic_ncols=True)
-    start_time = time.perf_counter()
-    while step < cfg.trainer.max_steps:
-        batch = {k: v.to(device, non_blocking=True) for k, v in next(batches).items()}
-        with autocast(cfg, device):
-            losses = train_step(batch)
-        optim.zero_grad(set_to_none=True)
-        losses["loss_total"].backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
-        optim.step()
-        sched.step()
-        step += 1
-        if not math.isfinite(losses["loss_total"].item()):
-            raise FloatingPointError(f"loss is {losses['loss_total'].item()} at step {step}")
-        bar.update(1)
-        if d.main and (step % cfg.trainer.log_every == 0 or step == 1):
-            for k, v in losses.items():
-                writer.add_scalar(f"train/{k}", v.item(), step)
-            writer.add_scalar("train/lr", sched.get_last_lr()[0], step)
-            writer.add_scalar("train/grad_norm", grad_norm.item(), step)
-            writer.add_scalar("train/steps_per_s", step / max(time.perf_counter() - start_time, 1e-9), step)
-            bar.set_postfix(loss=f"{losses['loss_total'].item():.4f}")
-        last = step == cfg.trainer.max_steps
-        if d.main and (step % cfg.trainer.val_every == 0 or last):
-            results = validate(model, val_loader, cfg, device, writer, step)
-            for k, v in results.items():
-                writer.add_scalar(k, v, step)
-            bar.write(f"step {step}: " + ", ".join(f"{k[4:]} {v:.4f}" for k, v in sorted(results.items())))
-        if d.main and (step % cfg.trainer.ckpt_every == 0 or last):
-            save_training_checkpoint(log_dir, model, optim, sched, step, cfg)
-    bar.close()
-    if d.main:
-        writer.close()
-    if d.world_size > 1:
-        dist.destroy_process_group()
+        # ---------------------------------------------------------------- data
+        train_loader = build_train_loader(cfg, args.data_dir, model, log_dir, step, d, device)
+        val_loader = build_dataloader(cfg, args.data_dir, "val") if d.main else None
+        writer = SummaryWriter(log_dir, purge_step=step if step else None) if d.main else None
+        if d.main:
+            (log_dir / "config.yml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+            print(f"training {config_path(args.config).stem} on {device} x{d.world_size}: {log_dir}"
+                  + (f" (resumed at step {step})" if step else ""), file=sys.stderr)
+
+        # ---------------------------------------------------------------- loop
+        model.train()
+        batches = iter(train_loader)
+        bar = tqdm(total=cfg.trainer.max_steps, initial=step, desc="train", disable=not d.main,
+                   dynamic_ncols=True)
+        start_time, start_step = time.perf_counter(), step
+        while step < cfg.trainer.max_steps:
+            batch = {k: v.to(device, non_blocking=True) for k, v in next(batches).items()}
+            with autocast(cfg, device):
+                losses = train_step(batch)
+            optim.zero_grad(set_to_none=True)
+            losses["loss_total"].backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
+            optim.step()
+            sched.step()
+            step += 1
+            if not math.isfinite(losses["loss_total"].item()):
+                raise FloatingPointError(f"loss is {losses['loss_total'].item()} at step {step}")
+            bar.update(1)
+            if d.main and (step % cfg.trainer.log_every == 0 or step == 1):
+                for k, v in losses.items():
+                    writer.add_scalar(f"train/{k}", v.item(), step)
+                writer.add_scalar("train/lr", sched.get_last_lr()[0], step)
+                writer.add_scalar("train/grad_norm", grad_norm.item(), step)
+                rate = (step - start_step) / max(time.perf_counter() - start_time, 1e-9)  # this process's steps
+                writer.add_scalar("train/steps_per_s", rate, step)
+                bar.set_postfix(loss=f"{losses['loss_total'].item():.4f}")
+            last = step == cfg.trainer.max_steps
+            if d.main and (step % cfg.trainer.val_every == 0 or last):
+                results = validate(model, val_loader, cfg, device, writer, step)
+                for k, v in results.items():
+                    writer.add_scalar(k, v, step)
+                bar.write(f"step {step}: " + ", ".join(f"{k[4:]} {v:.4f}" for k, v in sorted(results.items())))
+            if d.main and (step % cfg.trainer.ckpt_every == 0 or last):
+                save_training_checkpoint(log_dir, model, optim, sched, step, cfg)
+        bar.close()
+        if d.main:
+            writer.close()
+        if d.world_size > 1:
+            dist.destroy_process_group()
     return log_dir
 
 

@@ -50,6 +50,7 @@ _PALETTE_T = torch.tensor(PALETTE)  # a copy: torch cannot wrap a read-only arra
 
 BOUNDARY_COLOR = (255, 255, 255)
 MIN_VIDEO_SIDE = 256  # videos are enlarged to at least this many pixels (write_video's scale, inference)
+MAX_VIDEO_SIDE = 4096  # automatic upscaling stops here (libx264 refuses very wide frames)
 
 
 # ---------------------------------------------------------------------------------------------- inputs
@@ -284,8 +285,8 @@ class VideoWriter:
 
     def _open(self, size: tuple[int, int]) -> None:
         self._size = size
-        if self.scale is None:
-            self.scale = max(1, math.ceil(MIN_VIDEO_SIDE / min(size)))
+        if self.scale is None:  # enlarge small frames, but never past what encoders take on the long side
+            self.scale = max(1, min(math.ceil(MIN_VIDEO_SIDE / min(size)), MAX_VIDEO_SIDE // max(size)))
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # A unique hidden name beside the target (not mkstemp, whose 0600 mode would stay on the video).
         self._tmp = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex[:12]}.part")
@@ -336,6 +337,16 @@ class VideoWriter:
             self.close()
         else:
             self.abort()
+
+
+def save_png(path: str | os.PathLike, image: ArrayLike) -> Path:
+    """Write a uint8 RGB image ``[H, W, 3]`` as PNG, atomically (a temporary file renamed into place)."""
+    from oc_perception.checkpoint import _atomic_write
+
+    array = np.asarray(image)
+    if array.dtype != np.uint8 or array.ndim != 3 or array.shape[-1] != 3:
+        raise ValueError(f"save_png: expected uint8 RGB [H, W, 3], got {array.dtype} {array.shape}")
+    return _atomic_write(Path(path), lambda tmp: Image.fromarray(array).save(tmp, format="PNG"))
 
 
 def write_video(path: str | os.PathLike, frames: ArrayLike, fps: float = 10.0, scale: int | None = None) -> Path:

@@ -14,8 +14,9 @@ in that step, for the terminal observations). The first frame of an episode star
 iterations); the model's ``step`` picks per row from ``SlotState.is_first``.
 
 Observation space: ``Box(-inf, inf, (K, D), float32)``, or with ``include_masks=True``
-``Dict(slots=Box(-inf, inf, (K, D), float32), masks=Box(0, 1, (K, g, g), float32))`` with the decoder masks on the
-model's ``g x g`` patch grid.
+``Dict(slots=Box(-inf, inf, (K, D), float32), masks=Box(0, 1, (K, g, g), float32))`` with the decoder masks at the
+decoder's resolution ``g = model.mask_side`` (the patch grid for the MLP decoder, the rendered side for the
+broadcast decoder).
 
 Frames: the observation when it is an RGB image (``Box`` of uint8 ``[H, W, 3]``), else ``render()``, which needs
 the env made with ``render_mode="rgb_array"``. Any size works: ``model.preprocess`` resizes to the model's input.
@@ -184,11 +185,11 @@ class SlotEncoder:
                  include_masks: bool = False, dtype: torch.dtype | str | None = None, compile: bool = False,
                  env_id: str | None = None) -> None:
         self.model = load_model(checkpoint, device, env_id)
-        self.device = self.model.initial_slots.device
+        self.device = self.model.device
         self.include_masks = include_masks
         self.dtype = resolve_dtype(dtype, self.device)
         self._step = torch.compile(self.model.step) if compile else self.model.step
-        k, d, g = self.model.cfg.num_slots, self.model.cfg.slot_dim, self.model.grid
+        k, d, g = self.model.cfg.num_slots, self.model.cfg.slot_dim, self.model.mask_side
         slots = spaces.Box(-np.inf, np.inf, (k, d), np.float32)
         self.observation_space: spaces.Box | spaces.Dict = (
             spaces.Dict({"slots": slots, "masks": spaces.Box(0.0, 1.0, (k, g, g), np.float32)})
@@ -234,11 +235,10 @@ class SlotEncoder:
             state = old if starts is None else old.restart(starts)
             if final_rows is not None and len(final_rows):
                 rows = torch.as_tensor(final_rows, dtype=torch.long, device=self.device)
-                state = SlotState(torch.cat([state.slots, old.slots[rows]]),
-                                  torch.cat([state.is_first, old.is_first[rows]]))
+                state = state.cat(old.select(rows))
                 frames = np.concatenate([frames, final_frames])
             out, state = self._step(self.model.preprocess(frames), state, decode=self.include_masks)
-            self._state = SlotState(state.slots[:n], state.is_first[:n])
+            self._state = state.select(slice(None, n))
             obs = self._to_numpy(out)
         return take(obs, slice(None, n)), (take(obs, slice(n, None)) if frames.shape[0] > n else None)
 
@@ -246,7 +246,7 @@ class SlotEncoder:
         slots = out["slots"].float().cpu().numpy()
         if not self.include_masks:
             return slots
-        masks = rearrange(out["decoder_masks"].float(), "n k (h w) -> n k h w", h=self.model.grid)
+        masks = rearrange(out["decoder_masks"].float(), "n k (h w) -> n k h w", h=self.model.mask_side)
         return {"slots": slots, "masks": masks.cpu().numpy()}
 
 
@@ -263,7 +263,9 @@ class SlotObservation(gym.ObservationWrapper[SlotObs, Any, Any], gym.utils.Recor
     Observation space: ``Box(-inf, inf, (K, D), float32)``; with ``include_masks=True``
     ``Dict(slots=Box(-inf, inf, (K, D), float32), masks=Box(0, 1, (K, g, g), float32))``. ``reset()`` restarts the
     state; each step feeds the frame (the observation if it is a uint8 RGB ``[H, W, 3]`` image, else
-    ``env.render()``) to the model.
+    ``env.render()``) to the model. A model with random initial slots (``model.initializer: random``) starts
+    every episode from the same fixed draw of its slot distribution (``SlotContrast.first_slots``), so the slots
+    are a function of the frames alone: reproducible for any reset seed, and equal for equal episodes.
 
     Args:
         env: the env; image observations, or ``render_mode="rgb_array"``.
@@ -338,6 +340,12 @@ class VectorSlotObservation(VectorWrapper):
 
     def __init__(self, env: VectorEnv, checkpoint: Checkpoint = None, device: str | torch.device | None = None,
                  include_masks: bool = False, dtype: torch.dtype | str | None = None, compile: bool = False) -> None:
+        if isinstance(env, VecEnv):
+            raise TypeError("VectorSlotObservation wraps a gymnasium.vector env; this is a Stable-Baselines3 VecEnv: "
+                            "use VecSlotObservation")
+        if not isinstance(env, VectorEnv):
+            raise TypeError(f"VectorSlotObservation wraps a gymnasium.vector env, got {type(env).__name__}; "
+                            "for a single env use SlotObservation")
         super().__init__(env)
         self.autoreset_mode = AutoresetMode(env.metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP))
         if self.autoreset_mode == AutoresetMode.DISABLED:
@@ -369,6 +377,9 @@ class VectorSlotObservation(VectorWrapper):
         return obs, infos
 
     def step(self, actions: Any) -> tuple[SlotObs, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        if len(actions) != self.num_envs:
+            raise ValueError(f"got {len(actions)} actions for {self.num_envs} sub-envs; pass one action per "
+                             "sub-env (batched as env.action_space.sample() gives them)")
         observations, rewards, terminations, truncations, infos = self.env.step(actions)
         frames = self._frames(observations)
         ended = np.logical_or(terminations, truncations)
@@ -406,6 +417,12 @@ class VecSlotObservation(VecEnvWrapper):
 
     def __init__(self, venv: VecEnv, checkpoint: Checkpoint = None, device: str | torch.device | None = None,
                  include_masks: bool = False, dtype: torch.dtype | str | None = None, compile: bool = False) -> None:
+        if isinstance(venv, VectorEnv):
+            raise TypeError("VecSlotObservation wraps a Stable-Baselines3 VecEnv; this is a gymnasium.vector env: "
+                            "use VectorSlotObservation")
+        if not isinstance(venv, VecEnv):
+            raise TypeError(f"VecSlotObservation wraps a Stable-Baselines3 VecEnv, got {type(venv).__name__}; "
+                            "for a single env use SlotObservation")
         self._frames_from_obs = frames_from_observations(venv.observation_space, venv.render_mode)
         if not self._frames_from_obs:
             warnings.warn("frames come from get_images(), which shows the reset frame after SB3's auto-reset: "

@@ -218,5 +218,5 @@ def test_attention_mix_decoder():
 
 
 def test_decoder_mix_must_be_known():
-    with pytest.raises(ValueError, match="mix must be"):
+    with pytest.raises(ValueError, match="model.decoder.mix='pixels': must be one of alpha, attention"):
         make_model("cnn", ["model.decoder.mix=pixels"])

@@ -154,6 +154,11 @@ class TrainClips(Dataset):
     def __init__(self, index: ShardIndex, transform: VideoTransform, chunk_size: int, seed: int,
                  cache: "FeatureCache | None" = None) -> None:
         self.index, self.transform, self.chunk, self.seed, self.cache = index, transform, chunk_size, seed, cache
+        short = [e for e in index.entries if e.num_frames < chunk_size]
+        if short:  # caught here, with names, rather than inside a DataLoader worker mid-run
+            shown = ", ".join(f"{e.key} ({e.num_frames} frames)" for e in short[:5])
+            raise ShardError(f"{len(short)} training video(s) are shorter than data.chunk_size={chunk_size}: "
+                             f"{shown}{' ...' if len(short) > 5 else ''}; lower data.chunk_size or drop them")
 
     def __len__(self) -> int:
         return len(self.index)

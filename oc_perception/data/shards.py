@@ -77,16 +77,24 @@ def write_shards(
     count = 0
     show = None if progress is None else not progress  # tqdm: None = only on a terminal
     bar = tqdm(samples, total=total, unit="video", desc=Path(pattern).name, disable=show)
-    with wds.ShardWriter(pattern, maxcount=videos_per_shard, verbose=0, post=lambda f: written.append(Path(f))) as sink:
-        for sample in bar:
-            key = str(sample.get("__key__", f"{count:06d}"))
-            if "." in key:
-                raise ValueError(f"sample key {key!r} contains a dot; tar readers split keys at the first dot")
-            if VIDEO not in sample:
-                raise ValueError(f"sample {key} has no 'video' array (it has {sorted(sample)})")
-            record = {f"{name}.npy": np.asarray(array) for name, array in sample.items() if name != "__key__"}
-            sink.write({"__key__": key, **record})
-            count += 1
+    try:
+        with wds.ShardWriter(pattern, maxcount=videos_per_shard, verbose=0,
+                             post=lambda f: written.append(Path(f))) as sink:
+            for sample in bar:
+                key = str(sample.get("__key__", f"{count:06d}"))
+                if "." in key:
+                    raise ValueError(f"sample key {key!r} contains a dot; tar readers split keys at the first dot")
+                if VIDEO not in sample:
+                    raise ValueError(f"sample {key} has no 'video' array (it has {sorted(sample)})")
+                record = {f"{name}.npy": np.asarray(array) for name, array in sample.items() if name != "__key__"}
+                sink.write({"__key__": key, **record})
+                count += 1
+    except BaseException:
+        # A run that fails part-way leaves no shard behind (the pattern's files were cleared above, so every
+        # match is this call's): a half data set would pass for a whole one later.
+        for path in glob.glob(_pattern_glob(pattern)):
+            os.remove(path)
+        raise
     if count == 0:
         for path in written:
             os.remove(path)

@@ -37,6 +37,8 @@ def check_rgb_uint8(frames: torch.Tensor, name: str = "frames") -> None:
         raise ValueError(f"{name}: expected uint8 RGB [..., H, W, 3], got dtype {frames.dtype}")
     if frames.ndim < 3 or frames.shape[-1] != 3:
         raise ValueError(f"{name}: expected uint8 RGB [..., H, W, 3], got shape {tuple(frames.shape)}")
+    if frames.shape[-3] == 0 or frames.shape[-2] == 0:
+        raise ValueError(f"{name}: frames of {frames.shape[-3]}x{frames.shape[-2]} pixels hold no image")
 
 
 def _resize(images: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:

@@ -17,6 +17,8 @@ actions) and the episode counts.
 from __future__ import annotations
 
 import json
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,11 @@ import numpy as np
 from oc_perception.checkpoint import _atomic_write
 
 SPLITS = ("train", "val")
+
+
+class DataError(ValueError):
+    """A slot trajectory file that cannot be read."""
+
 EXTRACT_HINT = ("create it with: python -m oc_perception.dynamics.extract --env oc/ShapesPush-v0 --episodes 300 "
                 "--steps 24 --out DIR (see docs/dynamics.md)")
 
@@ -44,8 +51,12 @@ def load_split(data_dir: str | Path, split: str, frames: bool = False) -> dict[s
     path = Path(data_dir) / f"{split}.npz"
     if not path.is_file():
         raise FileNotFoundError(f"no {split} split at {path}; {EXTRACT_HINT}")
-    with np.load(path) as data:
-        return {k: data[k] for k in data.files if k != "frames" or frames}
+    try:
+        with np.load(path) as data:
+            return {k: data[k] for k in data.files if k != "frames" or frames}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+        raise DataError(f"{path} is truncated or corrupt ({type(e).__name__}: {e}); re-create it with "
+                        f"python -m oc_perception.dynamics.extract") from e
 
 
 def save_split(data_dir: str | Path, split: str, arrays: dict[str, np.ndarray]) -> Path:

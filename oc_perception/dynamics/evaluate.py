@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -31,7 +32,7 @@ import torch
 from oc_perception import viz
 from oc_perception.cli import run_or_exit
 from oc_perception.checkpoint import CheckpointError
-from oc_perception.dynamics.data import load_meta, load_split
+from oc_perception.dynamics.data import DataError, load_meta, load_split
 from oc_perception.dynamics.model import (SlotDynamics, load_dynamics, read_dynamics_metadata, repeat_last,
                                           rollout_dataset)
 from oc_perception.inference import load_model, resolve_device
@@ -39,7 +40,7 @@ from oc_perception.metrics import SegmentationMetrics, masks_to_onehot
 from oc_perception.model.slotcontrast import SlotContrast
 
 ROWS = ("dynamics", "copy_last", "perception")
-USER_ERRORS = (CheckpointError, FileNotFoundError)
+USER_ERRORS = (CheckpointError, DataError, FileNotFoundError)
 
 
 class EvaluationError(ValueError):
@@ -49,7 +50,7 @@ class EvaluationError(ValueError):
 @torch.inference_mode()
 def decode_masks(perception: SlotContrast, slots: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
     """slots [N, K, D] -> decoder masks [N, K, P] on the CPU."""
-    device = perception.initial_slots.device
+    device = perception.device
     return torch.cat([perception.decoder(slots[i: i + batch_size].to(device))[1].float().cpu()
                       for i in range(0, len(slots), batch_size)])
 
@@ -187,6 +188,14 @@ def run(args: argparse.Namespace) -> dict:
     checkpoint = args.checkpoint or meta.get("checkpoint") or load_meta(data_dir)["checkpoint"]
     burn_in = args.burn_in or int(meta.get("burn_in", 6))
     horizon = args.horizon or int(meta.get("rollout", 10))
+    out = args.out or path.parent / "eval"
+    try:  # the output place is checked before the evaluation, which takes minutes
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise EvaluationError(f"--out {out}: cannot write there ({e.strerror or e}); pick a writable folder") from e
     data = load_split(data_dir, args.split, frames=args.videos > 0)
     data = {k: v[: args.max_episodes] for k, v in data.items()}
     device = resolve_device(args.device)
@@ -196,8 +205,6 @@ def run(args: argparse.Namespace) -> dict:
     figures.update(dynamics_checkpoint=str(path.resolve()), perception_checkpoint=str(Path(checkpoint).resolve()),
                    data=str(Path(data_dir).resolve()), split=args.split)
 
-    out = args.out or path.parent / "eval"
-    out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(figures, indent=2))
     plot(figures, out / "metrics.png")
     if args.videos > 0:

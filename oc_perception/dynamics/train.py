@@ -37,12 +37,12 @@ from oc_perception.cli import run_or_exit
 from oc_perception.checkpoint import CheckpointError, config_path, load_training_state, save_step_checkpoint
 from oc_perception.config import ConfigError, to_dict
 from oc_perception.dynamics.config import DynamicsConfig, load_dynamics_config
-from oc_perception.dynamics.data import load_meta, load_split
+from oc_perception.dynamics.data import DataError, load_meta, load_split
 from oc_perception.dynamics.model import (SlotDynamics, repeat_last, rollout_dataset, save_dynamics,
                                           teacher_forcing_windows)
 from oc_perception.train import Dist, lr_factor, pick_device, resolve_resume, rng_states, set_rng_states
 
-USER_ERRORS = (ConfigError, CheckpointError, FileNotFoundError)
+USER_ERRORS = (ConfigError, CheckpointError, DataError, FileNotFoundError)
 
 
 def load_trajectories(data_dir: str | Path, split: str, actions: bool) -> tuple[torch.Tensor, torch.Tensor | None]:

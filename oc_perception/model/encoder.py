@@ -3,7 +3,10 @@ feature MLP that maps encoder features to slot space."""
 
 from __future__ import annotations
 
+import os
+import socket
 from pathlib import Path
+from urllib.parse import urlparse
 
 import timm
 import torch
@@ -11,6 +14,34 @@ from einops import rearrange
 from torch import nn
 
 from oc_perception.config import EncoderConfig
+
+
+class BackboneWeightsError(RuntimeError):
+    """Pretrained backbone weights that are needed but cannot be had (offline and not cached)."""
+
+
+def pretrained_weights_available(name: str, timeout: float = 3.0) -> bool:
+    """Whether timm can get the pretrained weights of ``name`` now: in the local hub cache, or the hub reachable.
+
+    Asked before ``timm.create_model(pretrained=True)``, whose hub client otherwise retries for tens of
+    seconds offline before failing with a message that does not say what is missing.
+    """
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    pretrained_cfg = timm.models.get_pretrained_cfg(name)
+    repo = getattr(pretrained_cfg, "hf_hub_id", None)
+    if repo:
+        for filename in ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin"):
+            if isinstance(try_to_load_from_cache(repo, filename), str):
+                return True
+    if constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE") == "1":
+        return False
+    host = urlparse(constants.ENDPOINT).hostname
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
 
 
 class ViTEncoder(nn.Module):
@@ -32,6 +63,13 @@ class ViTEncoder(nn.Module):
                     "file, or model.encoder.pretrained=false for random weights)"
                 )
             overlay = {"file": str(weights)}
+        elif pretrained and not pretrained_weights_available(name):
+            raise BackboneWeightsError(
+                f"the pretrained weights of backbone '{name}' are needed (the checkpoint or config holds no "
+                "backbone weights) but are not in the local cache and the model hub cannot be reached. Download "
+                "them once and set model.encoder.weights=/path/to/weights.safetensors, or use a checkpoint that "
+                "includes the backbone (model.encoder.pretrained=false gives random weights: tests only)."
+            )
         try:
             self.backbone = timm.create_model(
                 name, pretrained=pretrained or weights is not None, num_classes=0,

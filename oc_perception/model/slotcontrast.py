@@ -7,20 +7,23 @@ reconstructs the features from the slots; a slot-slot contrastive loss keeps eac
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
 from oc_perception.config import ModelConfig
 from oc_perception.data.transforms import preprocess_frames
-from oc_perception.model.decoder import MLPDecoder
+from oc_perception.model.decoder import BroadcastDecoder, MLPDecoder
 from oc_perception.model.encoder import FeatureMLP, build_encoder
+from oc_perception.model.initializer import RandomSlots, initial_positions
 from oc_perception.model.losses import (feature_reconstruction_loss, mask_distillation_loss,
                                         slot_slot_contrastive_loss)
 from oc_perception.model.predictor import SlotPredictor
-from oc_perception.model.slot_attention import SlotAttention
+from oc_perception.model.slot_attention import InvariantSlotAttention, SlotAttention
 
 
 @dataclass
@@ -28,19 +31,28 @@ class SlotState:
     """Recurrent state between frames of a stream.
 
     slots: [B, K, D] predicted slots, the initialisation of the next frame.
-    is_first: [B] bool, rows whose next frame starts an episode (learned initial slots, first-frame iterations).
+    is_first: [B] bool, rows whose next frame starts an episode (initial slots, first-frame iterations).
+    positions: [B, K, 4] slot positions and scales (``slot_attention.relative``), else None.
     """
 
     slots: torch.Tensor
     is_first: torch.Tensor
+    positions: torch.Tensor | None = None
 
     def restart(self, rows: torch.Tensor) -> "SlotState":
         """A state in which the rows where ``rows`` ([B] bool) is true start a new episode at the next frame."""
         rows = torch.as_tensor(rows, dtype=torch.bool, device=self.is_first.device)
-        return SlotState(self.slots, self.is_first | rows)
+        return SlotState(self.slots, self.is_first | rows, self.positions)
 
-    def to(self, device: torch.device | str) -> "SlotState":
-        return SlotState(self.slots.to(device), self.is_first.to(device))
+    def select(self, rows: torch.Tensor | slice) -> "SlotState":
+        """The state of the streams ``rows`` (indices, bool mask or slice)."""
+        return SlotState(self.slots[rows], self.is_first[rows],
+                         None if self.positions is None else self.positions[rows])
+
+    def cat(self, other: "SlotState") -> "SlotState":
+        """The streams of ``self`` followed by those of ``other``."""
+        return SlotState(torch.cat([self.slots, other.slots]), torch.cat([self.is_first, other.is_first]),
+                         None if self.positions is None else torch.cat([self.positions, other.positions]))
 
 
 class SlotContrast(nn.Module):
@@ -74,28 +86,64 @@ class SlotContrast(nn.Module):
         d, f = cfg.slot_dim, enc.feature_dim
         self.encoder = build_encoder(enc)
         self.feature_mlp = FeatureMLP(f, cfg.input_mlp_hidden or 2 * f, d)
-        self.initial_slots = nn.Parameter(torch.randn(1, cfg.num_slots, d) * d**-0.5)
-        sa = cfg.slot_attention
-        self.slot_attention = SlotAttention(d, sa.mlp_hidden_mult, sa.eps, sa.bilevel)
+        sa, dec = cfg.slot_attention, cfg.decoder
+        if cfg.initializer not in ("fixed", "random"):
+            raise ValueError(f"model.initializer must be 'fixed' or 'random', got '{cfg.initializer}'")
+        if dec.kind not in ("mlp", "broadcast"):
+            raise ValueError(f"model.decoder.kind must be 'mlp' or 'broadcast', got '{dec.kind}'")
+        if dec.kind == "broadcast" and (enc.target != "pixels" or dec.mix != "alpha"):
+            raise ValueError("model.decoder.kind=broadcast renders RGB: it needs model.encoder.target=pixels "
+                             "and model.decoder.mix=alpha")
+        if cfg.loss.foreground_weight != 1.0 and enc.target != "pixels":
+            raise ValueError("model.loss.foreground_weight weighs pixels: it needs model.encoder.target=pixels")
+        if cfg.initializer == "fixed":
+            self.initial_slots = nn.Parameter(torch.randn(1, cfg.num_slots, d) * d**-0.5)
+        else:
+            self.initializer = RandomSlots(cfg.num_slots, d, positions=sa.relative)
+        if sa.relative:
+            if sa.bilevel:
+                raise ValueError("model.slot_attention: relative and bilevel cannot be combined")
+            self.slot_attention: nn.Module = InvariantSlotAttention(d, self.grid, sa.mlp_hidden_mult, sa.eps)
+            if cfg.initializer == "fixed":  # fixed slots start at fixed, spread-out places
+                xy = torch.rand(1, cfg.num_slots, 2, generator=torch.Generator().manual_seed(0)) * 2 - 1
+                self.register_buffer("initial_positions", initial_positions(xy), persistent=False)
+        else:
+            self.slot_attention = SlotAttention(d, sa.mlp_hidden_mult, sa.eps, sa.bilevel)
         pr = cfg.predictor
         self.predictor = SlotPredictor(d, pr.num_heads, pr.ffn_mult, pr.official_logit_scale)
-        target_dim = f if enc.target == "features" else 3 * enc.patch_size**2
-        self.decoder = MLPDecoder(d, target_dim, self.num_patches, cfg.decoder.hidden_dims, cfg.decoder.pos_emb,
-                                  cfg.decoder.mix)
+        if dec.kind == "broadcast":
+            self.decoder: nn.Module = BroadcastDecoder(d, 3, dec.broadcast_size, dec.conv_channels, sa.relative)
+            side = self.decoder.side
+            if enc.input_size % side:
+                raise ValueError(f"model.decoder: the broadcast decoder renders {side}x{side}, which does not "
+                                 f"divide the input size {enc.input_size}; change broadcast_size or conv_channels")
+            self.mask_side = side
+        else:
+            target_dim = f if enc.target == "features" else 3 * enc.patch_size**2
+            self.decoder = MLPDecoder(d, target_dim, self.num_patches, dec.hidden_dims, dec.pos_emb, dec.mix,
+                                      sa.relative)
+            self.mask_side = self.grid
 
     # ------------------------------------------------------------------ inputs
     @property
     def input_size(self) -> int:
         return self.cfg.encoder.input_size
 
+    @property
+    def device(self) -> torch.device:
+        return self.feature_mlp.fc1.weight.device
+
     def preprocess(self, frames: torch.Tensor) -> torch.Tensor:
         """uint8 RGB ``[..., H, W, 3]`` (tensor or numpy) -> normalised float ``[..., 3, S, S]`` on the model's device."""
-        frames = torch.as_tensor(frames).to(self.initial_slots.device)
+        frames = torch.as_tensor(frames).to(self.device)
         return preprocess_frames(frames, self.input_size, self.cfg.mean, self.cfg.std)
 
     def _check_images(self, x: torch.Tensor, name: str, ndim: int) -> None:
         layout = "[B, T, 3, H, W]" if ndim == 5 else "[B, 3, H, W]"
         s = self.input_size
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{name}: expected a torch tensor {layout}, got {type(x).__name__}; "
+                            "use model.preprocess(frames) on uint8 RGB frames (numpy or torch)")
         if x.ndim != ndim or x.shape[-3] != 3:
             raise ValueError(f"{name}: expected a float tensor {layout}, got shape {tuple(x.shape)}")
         if not x.is_floating_point():
@@ -108,21 +156,46 @@ class SlotContrast(nn.Module):
                 f"{name}: expected {s}x{s} images (the model's input size), got "
                 f"{x.shape[-2]}x{x.shape[-1]}; use model.preprocess(frames) to resize"
             )
+        if x.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+            raise ValueError(f"{name}: expected float32 (or autocast half) values, got {x.dtype}; convert with "
+                             ".float() or use model.preprocess(frames)")
+        if ndim == 5 and x.shape[1] == 0:
+            raise ValueError(f"{name}: a clip of 0 frames (T = 0); pass at least one frame")
+        if not bool(torch.isfinite(x).all()):
+            # A NaN frame would poison the recurrent state of every later frame: refuse it, state untouched.
+            raise ValueError(f"{name}: holds NaN or inf values; the slot state was left unchanged. Check the "
+                             "frame source (normalised frames come from model.preprocess on uint8 RGB)")
 
     def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """images [N, 3, S, S] -> (features [N, P, F], reconstruction target [N, P, F_target])."""
+        """images [N, 3, S, S] -> (features [N, P, F], reconstruction target [N, P_target, F_target]):
+        the features, RGB patches (MLP decoder) or RGB pixels at the broadcast decoder's side."""
         features = self.encoder(images)
         if self.cfg.encoder.target == "features":
             return features, features
+        if self.cfg.decoder.kind == "broadcast":
+            pixels = F.adaptive_avg_pool2d(images, self.mask_side)
+            return features, rearrange(pixels, "n c h w -> n (h w) c")
         ps = self.cfg.encoder.patch_size
         return features, rearrange(images, "n c (h p1) (w p2) -> n (h w) (p1 p2 c)", p1=ps, p2=ps)
+
+    def reconstruction_image(self, reconstruction: torch.Tensor) -> torch.Tensor:
+        """A pixel reconstruction ``[..., M', F]`` (``out["reconstruction"]``) as images ``[..., 3, h, w]`` in
+        normalised units: the input size for RGB patches, the broadcast decoder's side for pixels."""
+        if self.cfg.encoder.target != "pixels":
+            raise ValueError("this model reconstructs features, not pixels: there is no image to show")
+        if self.cfg.decoder.kind == "broadcast":
+            return rearrange(reconstruction, "... (h w) c -> ... c h w", h=self.mask_side)
+        ps = self.cfg.encoder.patch_size
+        return rearrange(reconstruction, "... (h w) (p1 p2 c) -> ... c (h p1) (w p2)", h=self.grid, p1=ps, p2=ps)
 
     # ------------------------------------------------------------------ clip forward
     def forward(self, video: torch.Tensor, state: SlotState | None = None) -> dict[str, torch.Tensor]:
         """video [B, T, 3, S, S] normalised -> dict of
 
         slots [B, T, K, D], slots_predicted [B, T, K, D], grouping_masks [B, T, K, P],
-        decoder_masks [B, T, K, P], reconstruction [B, T, P, F], target [B, T, P, F].
+        decoder_masks [B, T, K, M], reconstruction [B, T, M', F], target [B, T, M', F], and with
+        ``slot_attention.relative`` positions [B, T, K, 4]. M = ``mask_side ** 2``: P for the MLP decoder,
+        the broadcast decoder's resolution otherwise.
 
         ``state`` continues a stream (chunked processing of a long video); the state after the clip is
         ``model.next_state(out)``. Default: every video starts from the learned initial slots.
@@ -152,36 +225,34 @@ class SlotContrast(nn.Module):
         b, t = features.shape[:2]
         inputs = self.feature_mlp(features)  # [B, T, P, D]
         state = self.init_state(b) if state is None else state
-        slots, predicted, attn = [], [], []
+        steps = []
         for i in range(t):
             out, state = self._recur(inputs[:, i], state)
-            slots.append(out["slots"])
-            predicted.append(out["slots_predicted"])
-            attn.append(out["grouping_masks"])
-        slots_t = torch.stack(slots, dim=1)  # [B, T, K, D]
-        attn_t = torch.stack(attn, dim=1)  # [B, T, K, P]
-        reconstruction, decoder_masks = self.decoder(rearrange(slots_t, "b t k d -> (b t) k d"),
-                                                     rearrange(attn_t, "b t k p -> (b t) k p"))
-        return {
-            "slots": slots_t,
-            "slots_predicted": torch.stack(predicted, dim=1),
-            "grouping_masks": attn_t,
-            "decoder_masks": rearrange(decoder_masks, "(b t) k p -> b t k p", b=b),
-            "reconstruction": rearrange(reconstruction, "(b t) p f -> b t p f", b=b),
-            "target": target,
-        }
+            steps.append(out)
+        result = {key: torch.stack([o[key] for o in steps], dim=1) for key in steps[0]}  # [B, T, ...]
+        positions = result.get("positions")
+        reconstruction, decoder_masks = self.decoder(
+            rearrange(result["slots"], "b t k d -> (b t) k d"),
+            rearrange(result["grouping_masks"], "b t k p -> (b t) k p"),
+            None if positions is None else rearrange(positions, "b t k c -> (b t) k c"))
+        result["decoder_masks"] = rearrange(decoder_masks, "(b t) k p -> b t k p", b=b)
+        result["reconstruction"] = rearrange(reconstruction, "(b t) p f -> b t p f", b=b)
+        result["target"] = target
+        return result
 
     @staticmethod
     def next_state(out: dict[str, torch.Tensor]) -> SlotState:
         """The state after a clip ``forward``: continue the stream with the next clip or ``step``."""
         predicted = out["slots_predicted"][:, -1]
-        return SlotState(predicted, torch.zeros(predicted.shape[0], dtype=torch.bool, device=predicted.device))
+        positions = out["positions"][:, -1] if "positions" in out else None
+        return SlotState(predicted, torch.zeros(predicted.shape[0], dtype=torch.bool, device=predicted.device),
+                         positions)
 
     def loss(self, out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Losses of a clip forward: loss_featrec, loss_ss (needs T >= 2) and their weighted sum loss_total;
         with ``decoder.mix="attention"`` also loss_mask (alpha masks learn the attention masks)."""
         lc = self.cfg.loss
-        featrec = feature_reconstruction_loss(out["reconstruction"], out["target"])
+        featrec = feature_reconstruction_loss(out["reconstruction"], out["target"], lc.foreground_weight)
         ss = slot_slot_contrastive_loss(out["slots"], lc.temperature, lc.batch_contrast)
         losses = {"loss_featrec": featrec, "loss_ss": ss}
         total = lc.featrec_weight * featrec + lc.ss_weight * ss
@@ -191,35 +262,63 @@ class SlotContrast(nn.Module):
         return {**losses, "loss_total": total}
 
     # ------------------------------------------------------------------ streaming
+    def first_slots(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The slots (and, with ``slot_attention.relative``, positions) an episode starts from:
+        slots [B, K, D], positions [B, K, 4] or None.
+
+        ``initializer: fixed``: the K learned slots. ``random``: a fresh draw of the learned Gaussian while
+        training; in eval mode (wrappers, ``step``, evaluation) one fixed draw (seed 0) for every episode, so
+        slots are a function of the frames alone and reproducible for every env seed.
+        """
+        if self.cfg.initializer == "random":
+            return self.initializer(batch_size)
+        slots = self.initial_slots.expand(batch_size, -1, -1)
+        if not self.cfg.slot_attention.relative:
+            return slots, None
+        return slots, self.initial_positions.expand(batch_size, -1, -1)
+
     def init_state(self, batch_size: int) -> SlotState:
         """A state for ``batch_size`` streams, every row at the start of an episode."""
-        device = self.initial_slots.device
-        slots = self.initial_slots.detach().expand(batch_size, -1, -1)
-        return SlotState(slots, torch.ones(batch_size, dtype=torch.bool, device=device))
+        if not isinstance(batch_size, numbers.Integral) or isinstance(batch_size, bool) or batch_size < 1:
+            raise ValueError(f"init_state: batch_size must be a positive int (streams), got {batch_size!r}")
+        slots, positions = self.first_slots(batch_size)
+        return SlotState(slots.detach(), torch.ones(batch_size, dtype=torch.bool, device=slots.device),
+                         None if positions is None else positions.detach())
 
     def _recur(self, inputs: torch.Tensor, state: SlotState) -> tuple[dict[str, torch.Tensor], SlotState]:
         """One frame of the recurrence. inputs [B, P, D] (after the feature MLP)."""
         sa = self.cfg.slot_attention
         first = state.is_first
+        b = inputs.shape[0]
         if bool(first.all()):
-            init, iters = self.initial_slots.expand(inputs.shape[0], -1, -1), sa.iters_first
+            (init, init_pos), iters = self.first_slots(b), sa.iters_first
         elif not bool(first.any()):
-            init, iters = state.slots, sa.iters
+            init, init_pos, iters = state.slots, state.positions, sa.iters
         else:  # some rows start an episode: per-row initial slots and iteration counts
-            init = torch.where(first.view(-1, 1, 1), self.initial_slots, state.slots)
+            start, start_pos = self.first_slots(b)
+            rows = first.view(-1, 1, 1)
+            init = torch.where(rows, start, state.slots)
+            init_pos = None if start_pos is None else torch.where(rows, start_pos, state.positions)
             iters = torch.where(first, sa.iters_first, sa.iters)
-        slots, attn = self.slot_attention(init, inputs, iters)
+        out: dict[str, torch.Tensor] = {}
+        if sa.relative:
+            slots, positions, attn = self.slot_attention(init, init_pos, inputs, iters)
+            out["positions"] = positions
+        else:
+            slots, attn = self.slot_attention(init, inputs, iters)
+            positions = None
         predicted = self.predictor(slots)
-        out = {"slots": slots, "slots_predicted": predicted, "grouping_masks": attn}
-        return out, SlotState(predicted, torch.zeros_like(first))
+        out.update(slots=slots, slots_predicted=predicted, grouping_masks=attn)
+        return out, SlotState(predicted, torch.zeros_like(first), positions)
 
     def step(
         self, frame: torch.Tensor, state: SlotState, decode: bool = False
     ) -> tuple[dict[str, torch.Tensor], SlotState]:
         """One frame of a stream: frame [B, 3, S, S] normalised -> (out, next state).
 
-        out: slots [B, K, D], slots_predicted [B, K, D], grouping_masks [B, K, P], and with ``decode=True``
-        decoder_masks [B, K, P] and reconstruction [B, P, F]. Frame by frame this gives the same slots as
+        out: slots [B, K, D], slots_predicted [B, K, D], grouping_masks [B, K, P], with ``decode=True``
+        decoder_masks [B, K, M] and reconstruction [B, M', F] (as in ``forward``), and with
+        ``slot_attention.relative`` positions [B, K, 4]. Frame by frame this gives the same slots as
         ``forward`` on the whole clip.
         """
         self._check_images(frame, "frame", 4)
@@ -228,5 +327,6 @@ class SlotContrast(nn.Module):
         features, _ = self.encode(frame)
         out, state = self._recur(self.feature_mlp(features), state)
         if decode:
-            out["reconstruction"], out["decoder_masks"] = self.decoder(out["slots"], out["grouping_masks"])
+            out["reconstruction"], out["decoder_masks"] = self.decoder(out["slots"], out["grouping_masks"],
+                                                                       out.get("positions"))
         return out, state

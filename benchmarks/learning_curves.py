@@ -1,0 +1,90 @@
+"""Validation curves of training runs, read from their TensorBoard logs: a table and a PNG.
+
+    python benchmarks/learning_curves.py runs/screen_* [--steps 500 1000 1500] [--png docs/img/curves.png]
+
+For each run (a log dir of ``python -m oc_perception.train``) prints, per validated step, the decoder-mask
+video FG-ARI, the slot-attention video FG-ARI, the decoder video mBO and the training speed (s/step, this
+process's mean at that step), as a Markdown table. ``--png`` draws step -> FG-ARI (solid: decoder masks,
+dashed: slot attention) and mBO for every run.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+SERIES = {
+    "decoder FG-ARI": "val/video_ari_fg",
+    "attention FG-ARI": "val/grouping/video_ari_fg",
+    "decoder mBO": "val/video_mbo_fg",
+    "attention mBO": "val/grouping/video_mbo_fg",
+}
+
+
+def read_run(log_dir: Path) -> dict[str, dict[int, float]]:
+    """{series: {step: value}} of one run (the last value logged at each step wins, as after a resume)."""
+    events = EventAccumulator(str(log_dir), size_guidance={"scalars": 0})
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    out: dict[str, dict[int, float]] = {}
+    for name, tag in {**SERIES, "steps/s": "train/steps_per_s"}.items():
+        if tag in tags:
+            out[name] = {e.step: e.value for e in events.Scalars(tag)}
+    return out
+
+
+def nearest(series: dict[int, float], step: int) -> float | None:
+    """The value at the last logged step <= ``step`` (speed is logged every few steps, not at validation)."""
+    steps = [s for s in series if s <= step]
+    return series[max(steps)] if steps else None
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("runs", nargs="+", type=Path)
+    ap.add_argument("--steps", nargs="*", type=int, default=None, help="rows to show (default: every validation)")
+    ap.add_argument("--png", type=Path, default=None)
+    ap.add_argument("--title", default="validation video FG-ARI / mBO (held-out episodes)")
+    args = ap.parse_args()
+    runs = {run.name: read_run(run) for run in args.runs}
+    print("| run | step | decoder FG-ARI | attention FG-ARI | decoder mBO | attention mBO | s/step |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for name, series in runs.items():
+        steps = sorted(series.get("decoder FG-ARI", {}))
+        for step in steps if args.steps is None else [s for s in steps if s in args.steps]:
+            cells = [f"{series[k][step]:.3f}" if step in series.get(k, {}) else "" for k in SERIES]
+            rate = nearest(series.get("steps/s", {}), step)
+            speed = f"{1 / rate:.2f}" if rate else ""
+            print(f"| {name} | {step} | " + " | ".join(cells) + f" | {speed} |")
+    if args.png is not None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, (ax_ari, ax_mbo) = plt.subplots(1, 2, figsize=(12, 4.5))
+        for i, (name, series) in enumerate(runs.items()):
+            color = f"C{i % 10}"
+            for key, ax, style in (("decoder FG-ARI", ax_ari, "-"), ("attention FG-ARI", ax_ari, "--"),
+                                   ("decoder mBO", ax_mbo, "-"), ("attention mBO", ax_mbo, "--")):
+                points = sorted(series.get(key, {}).items())
+                if points:
+                    ax.plot(*zip(*points), style, color=color, marker=".",
+                            label=name if style == "-" else None)
+        for ax, label in ((ax_ari, "video FG-ARI"), (ax_mbo, "video mBO")):
+            ax.set_xlabel("training step")
+            ax.set_ylabel(label)
+            ax.set_ylim(0, 1)
+            ax.grid(alpha=0.3)
+        ax_ari.legend(fontsize=8, title="solid: decoder masks, dashed: slot attention", title_fontsize=8)
+        fig.suptitle(args.title)
+        fig.tight_layout()
+        args.png.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(args.png, dpi=110)
+        print(f"wrote {args.png}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,179 @@
+"""The from-pixels model options: random initial slots, the broadcast decoder, Invariant Slot Attention and the
+foreground-weighted reconstruction loss. Each keeps streaming equal to the clip forward."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import tiny_overrides
+from oc_perception import SlotContrast
+from oc_perception.config import load_config
+from oc_perception.model.losses import feature_reconstruction_loss
+from oc_perception.model.slot_attention import InvariantSlotAttention, grid_coordinates
+from oc_perception.wrappers import SlotObservation
+
+VARIANTS = {
+    "random": ["model.initializer=random"],
+    "broadcast": ["model.initializer=random", "model.decoder.kind=broadcast", "model.decoder.broadcast_size=4",
+                  "model.decoder.conv_channels=[8, 8]"],
+    "relative": ["model.initializer=random", "model.slot_attention.relative=true"],
+    "relative_fixed": ["model.slot_attention.relative=true"],
+    "relative_broadcast": ["model.initializer=random", "model.slot_attention.relative=true",
+                           "model.decoder.kind=broadcast", "model.decoder.broadcast_size=4",
+                           "model.decoder.conv_channels=[8, 8]"],
+}
+
+
+def make_model(extra: list[str]) -> SlotContrast:
+    torch.manual_seed(0)
+    cfg = load_config("configs/pretrain/movi_c.yml", tiny_overrides("cnn") + extra)
+    return SlotContrast(cfg.model).eval()
+
+
+def random_video(model: SlotContrast, b: int = 3, t: int = 4, seed: int = 1) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    s = model.input_size
+    return model.preprocess(torch.randint(0, 256, (b, t, s, s, 3), generator=g, dtype=torch.uint8))
+
+
+@pytest.fixture(scope="module", params=list(VARIANTS))
+def variant(request) -> SlotContrast:
+    return make_model(VARIANTS[request.param])
+
+
+def test_streaming_with_restarts_equals_clip_forward(variant):
+    """Frame by frame, with rows restarting mid-stream, each row sees what a clip forward of its episode sees."""
+    model = variant
+    video = random_video(model)
+    with torch.no_grad():
+        clip = model(video)
+        restarted = model(video[:, 2:])
+        state = model.init_state(3)
+        for t in range(4):
+            if t == 2:
+                state = state.restart(torch.tensor([True, False, True]))
+            out, state = model.step(video[:, t], state, decode=True)
+            for key in ("slots", "grouping_masks", "decoder_masks"):
+                expected = clip[key][:, t].clone()
+                if t >= 2:
+                    expected[[0, 2]] = restarted[key][[0, 2], t - 2]
+                torch.testing.assert_close(out[key], expected, atol=1e-5, rtol=1e-5)
+    masks = clip["decoder_masks"]
+    assert masks.shape[-1] == model.mask_side**2
+    torch.testing.assert_close(masks.sum(2), torch.ones_like(masks[:, :, 0]))
+
+
+def test_every_variant_trains(variant):
+    model = variant.train()
+    try:
+        out = model(random_video(model))
+        model.loss(out)["loss_total"].backward()
+        grads = {n: p.grad for n, p in model.named_parameters()}
+        missing = [n for n, g in grads.items() if g is None or not torch.isfinite(g).all()]
+        assert not missing, f"no finite gradient for {missing}"
+    finally:
+        model.zero_grad(set_to_none=True)
+        model.eval()
+
+
+def test_random_initializer_draws_in_training_and_is_fixed_in_eval():
+    model = make_model(VARIANTS["random"])
+    model.train()
+    a, _ = model.first_slots(2)
+    b, _ = model.first_slots(2)
+    assert not torch.allclose(a, b), "training must draw new initial slots"
+    model.eval()
+    c, _ = model.first_slots(2)
+    d, _ = model.first_slots(2)
+    torch.testing.assert_close(c, d)
+    torch.testing.assert_close(c[0], c[1])  # every stream starts from the same draw
+    assert torch.cdist(c[0], c[0]).add(torch.eye(c.shape[1]) * 1e3).min() > 1e-3, "eval slots must differ"
+    # The learned mean and scale shape the draw.
+    with torch.no_grad():
+        model.initializer.mu.add_(1.0)
+    torch.testing.assert_close(model.first_slots(1)[0], c[:1] + 1.0)
+
+
+def test_random_init_slots_reproducible_through_the_wrapper():
+    from test_wrappers import TinyImageEnv
+
+    model = make_model(VARIANTS["random"])
+    runs = []
+    for _ in range(2):
+        env = SlotObservation(TinyImageEnv("rgb_array", max_len=50), checkpoint=model)
+        obs, _ = env.reset(seed=3)
+        trajectory = [obs] + [env.step(env.action_space.sample())[0] for _ in range(3)]
+        env.action_space.seed(0)
+        runs.append(np.stack(trajectory))
+    np.testing.assert_array_equal(runs[0][0], runs[1][0])
+
+
+def test_broadcast_masks_in_the_wrapper_have_the_decoder_resolution():
+    from test_wrappers import TinyImageEnv
+
+    model = make_model(VARIANTS["broadcast"])
+    assert model.mask_side == 16 and model.grid == 8
+    env = SlotObservation(TinyImageEnv("rgb_array", max_len=50), checkpoint=model, include_masks=True)
+    obs, _ = env.reset(seed=0)
+    assert obs["masks"].shape == env.observation_space["masks"].shape == (4, 16, 16)
+    assert env.observation_space.contains(obs)
+
+
+def test_broadcast_target_is_the_pooled_frame():
+    model = make_model(VARIANTS["broadcast"])
+    video = random_video(model, b=1, t=2)
+    with torch.no_grad():
+        out = model(video)
+    pooled = F.avg_pool2d(video[0], model.input_size // model.mask_side)  # [T, 3, 16, 16]
+    torch.testing.assert_close(out["target"][0], pooled.flatten(2).transpose(1, 2))
+
+
+@pytest.mark.parametrize("extra, match", [
+    (["model.decoder.kind=broadcast", "model.decoder.broadcast_size=3"], "does not divide the input size"),
+    (["model.decoder.kind=conv"], "model.decoder.kind=.conv.: must be one of mlp, broadcast"),
+    (["model.initializer=gauss"], "model.initializer=.gauss.: must be one of fixed, random"),
+])
+def test_bad_options_are_named(extra, match):
+    with pytest.raises(ValueError, match=match):
+        make_model(extra)
+
+
+def test_isa_positions_are_the_attention_statistics():
+    torch.manual_seed(0)
+    isa = InvariantSlotAttention(dim=8, grid=4)
+    weights = torch.rand(2, 3, 16)
+    weights = weights / weights.sum(-1, keepdim=True)
+    pos = isa.update_positions(weights)
+    grid = grid_coordinates(4)
+    for b in range(2):
+        for k in range(3):
+            mean = (weights[b, k, :, None] * grid).sum(0)
+            std = ((weights[b, k, :, None] * (grid - mean) ** 2).sum(0)).sqrt().clamp(min=isa.min_scale)
+            torch.testing.assert_close(pos[b, k], torch.cat([mean, std]))
+
+
+def test_isa_keys_are_computed_in_each_slots_frame():
+    """Two slots at different places see different keys for the same input; at the same place, the same."""
+    torch.manual_seed(0)
+    isa = InvariantSlotAttention(dim=8, grid=4)
+    inputs = torch.randn(1, 16, 8)
+    slots = torch.randn(1, 1, 8).expand(1, 3, 8)
+    pos = torch.tensor([[[-0.5, -0.5, 0.2, 0.2], [0.5, 0.5, 0.2, 0.2], [-0.5, -0.5, 0.2, 0.2]]])
+    out, _, _ = isa(slots, pos, inputs, 1)
+    torch.testing.assert_close(out[0, 0], out[0, 2])
+    assert not torch.allclose(out[0, 0], out[0, 1], atol=1e-3)
+
+
+def test_foreground_weight_weighs_the_pixels_unlike_the_floor():
+    target = torch.zeros(1, 10, 3)  # ten black pixels ...
+    target[0, 4] = 1.0  # ... and one coloured
+    recon = target.clone()
+    recon[0, 4] = 0.0  # wrong only there: squared error 1 per channel
+    torch.testing.assert_close(feature_reconstruction_loss(recon, target), torch.tensor(1 / 10))
+    torch.testing.assert_close(feature_reconstruction_loss(recon, target, 5.0), torch.tensor(5 / (9 + 5)))
+    floor_wrong = target.clone()
+    floor_wrong[0, 0] = 1.0  # the same error on a floor pixel counts once
+    torch.testing.assert_close(feature_reconstruction_loss(floor_wrong, target, 5.0), torch.tensor(1 / 14))

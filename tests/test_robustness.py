@@ -1,0 +1,321 @@
+"""Bad input and faults: each case ends in one line naming the problem and the fix, and nothing is lost.
+
+One test per class of failure; every case here failed (silently, or with a traceback) before it was fixed.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import av
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+
+from conftest import REPO, tiny_overrides
+from oc_perception import SlotContrast, viz
+from oc_perception.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from oc_perception.config import ConfigError, load_config
+from oc_perception.data.shards import write_shards
+from oc_perception.inference import VideoReader, check_output_paths, display_size, infer_video
+from oc_perception.model.encoder import BackboneWeightsError, ViTEncoder
+from oc_perception.rundir import LOCK_NAME, LogDirBusy, claim_log_dir
+from oc_perception.train import main as train_main
+from test_train import data_dir, moving_squares, overrides  # noqa: F401  (data_dir is a fixture)
+
+
+def tiny_model(extra: list[str] | None = None) -> SlotContrast:
+    torch.manual_seed(0)
+    return SlotContrast(load_config("configs/pretrain/movi_c.yml", tiny_overrides("cnn") + (extra or [])).model).eval()
+
+
+def one_line_error(capsys, fn, *args) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        fn(*args)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err and err[-1].startswith("error: "), err
+    assert not any("Traceback" in line for line in err), err
+    return err[-1]
+
+
+def train_argv(data_dir, log_dir, steps=2, extra=()):
+    return ["configs/pretrain/shapes.yml", *overrides("cnn", steps), "trainer.val_every=100",
+            *extra, "--data-dir", str(data_dir), "--log-dir", str(log_dir)]
+
+
+# ------------------------------------------------------------------------------------------------- run dirs
+def test_a_finished_run_is_never_overwritten(data_dir, tmp_path, capsys):
+    log = tmp_path / "run"
+    train_main(train_argv(data_dir, log))
+    before = (log / "model.safetensors").read_bytes()
+    line = one_line_error(capsys, train_main, train_argv(data_dir, log))
+    assert "already holds a run" in line and "--continue" in line and "--overwrite" in line
+    assert (log / "model.safetensors").read_bytes() == before
+    assert sorted(p.name for p in (log / "checkpoints").glob("step_*.pt")) == ["step_00000002.pt"]
+    # --overwrite replaces it: the new run's checkpoints are its own, none of the old ones survive.
+    train_main(train_argv(data_dir, log, steps=1, extra=["--overwrite"]))
+    assert sorted(p.name for p in (log / "checkpoints").glob("step_*.pt")) == ["step_00000001.pt"]
+
+
+def test_one_run_per_log_dir_and_stale_locks_are_taken_over(data_dir, tmp_path, capsys):
+    log = tmp_path / "busy"
+    with claim_log_dir(log, resuming=False):
+        with pytest.raises(LogDirBusy, match=f"in use by a running training process \\(pid {os.getpid()}\\)"):
+            with claim_log_dir(log, resuming=True):
+                pass
+        line = one_line_error(capsys, train_main, train_argv(data_dir, log))
+        assert "in use by a running training process" in line
+    # A lock file left by a process that died (no flock held) is taken over, with a warning.
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (log / LOCK_NAME).write_text(dead.stdout.strip())
+    (log / "checkpoints").mkdir(exist_ok=True)
+    partial = log / "checkpoints" / ".step_00000005.pt.abc.tmp"
+    partial.write_bytes(b"half a checkpoint")
+    with pytest.warns(UserWarning, match="taking over the lock"):
+        with claim_log_dir(log, resuming=True):
+            assert (log / LOCK_NAME).read_text() == str(os.getpid())
+            assert not partial.exists(), "partial writes of a crashed run are cleaned up"
+
+
+# ------------------------------------------------------------------------------------------------- configs
+@pytest.mark.parametrize("override, message", [
+    ("data.batch_size=0", "data.batch_size=0: must be a positive integer"),
+    ("model.num_slots=0", "model.num_slots=0: must be a positive integer"),
+    ("optim.lr=.nan", "optim.lr=nan: must be a positive number"),
+    ("model.decoder.kind=conv", "model.decoder.kind='conv': must be one of mlp, broadcast"),
+])
+def test_bad_config_values_stop_before_the_run_dir_exists(data_dir, tmp_path, capsys, override, message):
+    log = tmp_path / "never"
+    line = one_line_error(capsys, train_main, train_argv(data_dir, log, extra=[override]))
+    assert message in line
+    assert not log.exists()
+
+
+def test_malformed_yaml_and_short_videos(data_dir, tmp_path, capsys):
+    bad = tmp_path / "bad.yml"
+    bad.write_text("model:\n  num_slots: [1, 2\n")
+    with pytest.raises(ConfigError, match=r"bad.yml: not valid YAML at line \d+"):
+        load_config(bad)
+    line = one_line_error(capsys, train_main, ["configs/pretrain/shapes.yml", *overrides("cnn", 2),
+                                               "data.chunk_size=9", "--data-dir", str(data_dir), "--log-dir",
+                                               str(tmp_path / "short")])
+    assert "shorter than data.chunk_size=9" in line and "(8 frames)" in line
+
+
+# ------------------------------------------------------------------------------------------------- checkpoints
+def test_damaged_checkpoint_bytes_are_caught(tmp_path):
+    path = save_checkpoint(tiny_model(), tmp_path / "m.safetensors")
+    with safe_open(str(path), framework="pt") as f:
+        header = 8 + int.from_bytes(path.read_bytes()[:8], "little")
+        assert f.metadata()["weights_sha256"]
+    data = bytearray(path.read_bytes())
+    data[header + 100] ^= 0xFF  # one byte of tensor data; the header is intact
+    damaged = tmp_path / "damaged.safetensors"
+    damaged.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="do not match the digest"):
+        load_checkpoint(damaged)
+    # Files without a digest (written before it existed) are still checked for NaN/inf weights.
+    model = tiny_model()
+    with torch.no_grad():
+        model.feature_mlp.fc1.weight[0, 0] = float("nan")
+    save_checkpoint(model, tmp_path / "nan.safetensors")
+    with pytest.raises(CheckpointError, match="non-finite .* feature_mlp.fc1.weight"):
+        load_checkpoint(tmp_path / "nan.safetensors")
+
+
+def test_random_bytes_resume_never_suggests_unsafe_loading(data_dir, tmp_path, capsys):
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(np.random.default_rng(0).bytes(2048))
+    line = one_line_error(capsys, train_main, train_argv(data_dir, tmp_path / "r") + ["--continue", str(junk)])
+    assert "not a readable training checkpoint" in line and "weights_only" not in line
+
+
+def test_missing_pretrained_backbone_offline_fails_fast(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", "/nonexistent-hf-home")
+    start = time.perf_counter()
+    with pytest.raises(BackboneWeightsError, match="pretrained weights of backbone 'vit_small_patch14_dinov2'.*"
+                                                   "model.encoder.weights="):
+        ViTEncoder("vit_small_patch14_dinov2", pretrained=True)
+    assert time.perf_counter() - start < 10
+
+
+# ------------------------------------------------------------------------------------------------- model input
+def test_model_input_is_checked():
+    model = tiny_model()
+    state = model.init_state(1)
+    frame = model.preprocess(np.zeros((1, 32, 32, 3), np.uint8))
+    bad = [
+        (lambda: model.step(frame.numpy(), state), TypeError, "expected a torch tensor"),
+        (lambda: model.step(frame.double(), state), ValueError, "got torch.float64"),
+        (lambda: model.preprocess(np.zeros((1, 0, 0, 3), np.uint8)), ValueError, "0x0 pixels hold no image"),
+        (lambda: model(frame[:, None][:, :0]), ValueError, "a clip of 0 frames"),
+        (lambda: model.init_state(-1), ValueError, "batch_size must be a positive int"),
+    ]
+    for call, error, message in bad:
+        with pytest.raises(error, match=message):
+            call()
+
+
+def test_non_finite_frames_are_refused_and_the_state_survives():
+    model = tiny_model()
+    video = model.preprocess(np.random.default_rng(0).integers(0, 256, (1, 3, 32, 32, 3), dtype=np.uint8))
+    with torch.no_grad():
+        out, state = model.step(video[:, 0], model.init_state(1))
+        for value in (float("nan"), float("inf")):
+            poisoned = video[:, 1].clone()
+            poisoned[0, 0, 0, 0] = value
+            with pytest.raises(ValueError, match="NaN or inf"):
+                model.step(poisoned, state)
+        # The stream goes on from the state before the bad frame, as if it had never come.
+        out, _ = model.step(video[:, 1], state)
+        reference = model(video[:, :2])
+    torch.testing.assert_close(out["slots"], reference["slots"][:, 1])
+
+
+# ------------------------------------------------------------------------------------------------- wrappers
+def test_vector_wrappers_name_the_right_class():
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    from oc_perception.wrappers import VecSlotObservation, VectorSlotObservation
+    from test_wrappers import TinyImageEnv
+
+    model = tiny_model()
+    gym_vector = gym.vector.SyncVectorEnv([lambda: TinyImageEnv("rgb_array")] * 2)
+    with pytest.raises(TypeError, match="use VectorSlotObservation"):
+        VecSlotObservation(gym_vector, checkpoint=model)
+    with pytest.raises(TypeError, match="use VecSlotObservation"):
+        VectorSlotObservation(DummyVecEnv([lambda: TinyImageEnv("rgb_array")]), checkpoint=model)
+    env = VectorSlotObservation(gym_vector, checkpoint=model)
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match="got 3 actions for 2 sub-envs"):
+        env.step(np.zeros((3, 2), np.float32))
+
+
+# ------------------------------------------------------------------------------------------------- videos
+def test_inference_outputs_never_replace_inputs_or_each_other(tmp_path):
+    video = tmp_path / "in.mp4"
+    with pytest.raises(ValueError, match="is the input video"):
+        check_output_paths(video, video, None)
+    with pytest.raises(ValueError, match="--out and --slots-out are the same file"):
+        check_output_paths(video, tmp_path / "x.npz", tmp_path / "x.npz")
+    with pytest.raises(ValueError, match="fps must be > 0"):
+        infer_video(tiny_model(), tmp_path / "missing.mp4", fps=0)
+
+
+def test_directory_as_video_and_truncated_mkv(tmp_path):
+    from oc_perception.inference import VideoError
+
+    with pytest.raises(VideoError, match="is a directory"):
+        VideoReader(tmp_path)
+    frames = np.stack([np.full((32, 32, 3), 6 * i, np.uint8) for i in range(40)])
+    path = tmp_path / "clip.mkv"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=10)
+        stream.width = stream.height = 32
+        stream.pix_fmt = "yuv420p"
+        for f in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
+        container.mux(stream.encode())
+    whole = VideoReader(path)
+    assert len(list(whole)) == 40 and whole.complete
+    data = path.read_bytes()
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(data[: len(data) // 2])
+    reader = VideoReader(cut)
+    with pytest.warns(UserWarning, match="frames \\(from the container's duration\\) could be decoded"):
+        n = len(list(reader))
+    assert 0 < n < 40 and not reader.complete
+
+
+def test_extreme_aspect_videos_render(tmp_path):
+    assert max(display_size(16, 1024, 256)) <= 1024
+    frames = np.random.default_rng(0).integers(0, 256, (3, 4, 256, 3), dtype=np.uint8)  # 1:64
+    src = viz.write_video(tmp_path / "wide.mp4", frames, fps=5, scale=1)
+    summary = infer_video(tiny_model(), src, out=tmp_path / "wide_slots.mp4", progress=False)
+    assert summary["frames"] == 3 and (tmp_path / "wide_slots.mp4").is_file()
+
+
+# ------------------------------------------------------------------------------------------------- CLIs
+@pytest.mark.parametrize("argv, message", [
+    (["oc/NoSuchEnv-v0"], "unknown env id 'oc/NoSuchEnv-v0'"),
+    (["oc/ShapesPush-v0", "--episodes", "0"], "--episodes 0: must be at least 1"),
+    (["oc/ShapesPush-v0", "--out", "play.avi"], "unsupported video format .avi"),
+    (["oc/ShapesPush-v0", "--out", "/nonexistent-dir/play.mp4"], "cannot write there"),
+])
+def test_play_errors(argv, message, capsys):
+    from envs.play import main as play_main
+
+    assert message in one_line_error(capsys, play_main, argv)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--env", "oc/NoSuchEnv-v0"], "cannot make env 'oc/NoSuchEnv-v0'"),
+    (["--env", "oc/ShapesPush-v0", "--episodes", "-3"], "--episodes -3: must be at least 1"),
+    (["--env", "oc/ShapesPush-v0", "--steps", "0"], "--steps 0: must be at least 1"),
+    (["--env", "CartPole-v1", "--image-size", "32"], "does not take the arguments ['image_size']"),
+])
+def test_generate_errors(argv, message, capsys, tmp_path):
+    from oc_perception.data.generate import main as generate_main
+
+    base = {"--episodes": "2", "--steps": "3", "--out": str(tmp_path)}
+    for flag, value in base.items():
+        if flag not in argv:
+            argv = argv + [flag, value]
+    assert message in one_line_error(capsys, generate_main, argv)
+    assert not list(tmp_path.glob("*.tar")), "a failed generate leaves no shard"
+
+
+def test_generate_existing_shards_and_failure_midway(tmp_path, capsys):
+    from oc_perception.data.generate import main as generate_main
+
+    argv = ["--env", "oc/ShapesPush-v0", "--episodes", "2", "--steps", "3", "--val-episodes", "0",
+            "--out", str(tmp_path)]
+    generate_main(argv)
+    capsys.readouterr()
+    assert "delete them or pass overwrite=True" in one_line_error(capsys, generate_main, argv)
+
+    def broken():
+        yield from moving_squares(1)
+        raise RuntimeError("the env crashed")
+
+    with pytest.raises(RuntimeError, match="the env crashed"):
+        write_shards(broken(), tmp_path / "b" / "b-train-%06d.tar")
+    assert not list((tmp_path / "b").glob("*.tar"))
+
+
+def test_generate_without_segmentation_or_our_policy(tmp_path, capsys):
+    from oc_perception.data.generate import main as generate_main
+
+    generate_main(["--env", "CartPole-v1", "--episodes", "1", "--steps", "3", "--val-episodes", "0",
+                   "--out", str(tmp_path), "--policy", "random"])
+    from oc_perception.data.clips import ShardIndex
+
+    index = ShardIndex(sorted(tmp_path.glob("*.tar")))
+    assert index.entries[0].segmentations is None and index.entries[0].num_frames == 3
+
+
+def test_dynamics_truncated_data_and_unwritable_out(tmp_path, capsys):
+    from oc_perception.dynamics.data import DataError, load_split
+
+    np.savez_compressed(tmp_path / "train.npz", slots=np.zeros((4, 8, 3, 2), np.float32))
+    data = (tmp_path / "train.npz").read_bytes()
+    (tmp_path / "train.npz").write_bytes(data[: len(data) // 2])
+    with pytest.raises(DataError, match="truncated or corrupt"):
+        load_split(tmp_path, "train")
+
+
+def test_panda_urdf_is_removed_at_exit(tmp_path):
+    code = ("import gymnasium as gym, envs, envs.panda as p; env = gym.make('oc/PandaPush-v0'); env.reset(seed=0); "
+            "print(p._collision_visual_urdf())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
+    path = Path(out.stdout.strip().splitlines()[-1])
+    assert path.suffix == ".urdf" and not path.exists()
