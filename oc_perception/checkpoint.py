@@ -25,7 +25,20 @@ from oc_perception.model.slotcontrast import SlotContrast
 
 FORMAT = "oc-perception/slotcontrast-v1"
 REPO_ROOT = Path(__file__).resolve().parents[1]
-CONFIG_DIR = REPO_ROOT / "configs"
+
+
+def _config_dir() -> Path:
+    """configs/ of this checkout, else the copy an installed wheel ships as ``oc_perception._configs``."""
+    if (REPO_ROOT / "configs" / "pretrain").is_dir():
+        return REPO_ROOT / "configs"
+    import importlib.util
+
+    spec = importlib.util.find_spec("oc_perception._configs")  # a data-only (namespace) package
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    return Path(locations[0]) if locations else REPO_ROOT / "configs"
+
+
+CONFIG_DIR = _config_dir()
 CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"
 
 # Bundled checkpoints for our environments (trained by the commands in docs/checkpoints.md).

@@ -9,6 +9,7 @@ the wrong model.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import types
@@ -38,6 +39,9 @@ class EncoderConfig:
     # needed when the encoder is trained, else reconstructing its own features collapses).
     target: str = "features"
     cnn_channels: list[int] = field(default_factory=lambda: [32, 64, 64])  # CNN encoder widths
+    # CNN: add an absolute position embedding to the features. Invariant Slot Attention gets positions from
+    # the slots instead (keys in slot-relative coordinates), so it runs without one.
+    position_embedding: bool = True
 
 
 @dataclass
@@ -46,7 +50,6 @@ class SlotAttentionConfig:
     iters: int = 2  # iterations on later frames, from the predicted slots
     mlp_hidden_mult: int = 4
     eps: float = 1e-8
-    bilevel: bool = False  # BO-QSA gradients (same forward values); for slots trained from scratch on pixels
     # Invariant Slot Attention (Biza et al., 2023): slots carry a position and scale, keys/values and the
     # decoder see the grid in each slot's own frame. For pixels from scratch; off in the paper's model.
     relative: bool = False
@@ -68,10 +71,6 @@ class DecoderConfig:
     kind: str = "mlp"
     hidden_dims: list[int] = field(default_factory=lambda: [1024, 1024, 1024])
     pos_emb: str = "learned"  # "learned" (official) or "soft" (coordinates -> linear; fast from scratch)
-    # Which masks mix the slots' reconstructions: "alpha" (the decoder's own, official) or "attention" (the
-    # slot attention masks of the frame; the decoder's alpha masks then learn to match them, so masks can
-    # still be decoded from slots alone, e.g. predicted ones). "attention" is for pixels from scratch.
-    mix: str = "alpha"
     # broadcast decoder: start grid (side), channels of each stride-2 transposed conv (the output side is
     # broadcast_size * 2 ** len(conv_channels), a divisor of the input size).
     broadcast_size: int = 8
@@ -84,7 +83,6 @@ class LossConfig:
     ss_weight: float = 0.5
     temperature: float = 0.1
     batch_contrast: bool = True
-    mask_weight: float = 1.0  # decoder.mix=attention: weight of the alpha-mask <- attention-mask cross-entropy
     # Pixels whose colour differs from the frame's median colour (objects, on our envs' plain floors) weigh
     # this much more in the reconstruction loss; 1 = plain MSE (the paper). Pixel targets only.
     foreground_weight: float = 1.0
@@ -296,7 +294,6 @@ CHOICES = {
     "model.encoder.target": ("features", "pixels"),
     "model.decoder.kind": ("mlp", "broadcast"),
     "model.decoder.pos_emb": ("learned", "soft"),
-    "model.decoder.mix": ("alpha", "attention"),
     "data.transform": ("resize", "short_side_crop"),
     "data.label_zero": ("background", "unlabelled"),
     "trainer.precision": ("fp32", "bf16"),
@@ -329,5 +326,39 @@ def check_values(cfg: Any) -> None:
             raise ConfigError(f"{name}={value!r}: must be one of {', '.join(allowed)}")
 
 
+# Options that were tried and removed (docs/checkpoints.md has what they measured), with the value that
+# behaves as today's code: a stored config holding that value still loads; any other is refused by name.
+RETIRED = {
+    "slot_attention.bilevel": False,
+    "decoder.mix": "alpha",
+    "loss.mask_weight": 1.0,
+}
+
+
+def upgrade_model_dict(data: dict[str, Any]) -> dict[str, Any]:
+    """A stored model config (checkpoint metadata, training state) as today's schema reads it: retired keys
+    at their neutral value are dropped (keys added since take their defaults when the dict is read)."""
+    data = copy.deepcopy(data)
+    for dotted, neutral in RETIRED.items():
+        *path, key = dotted.split(".")
+        node = data
+        for part in path:
+            node = node.get(part) if isinstance(node, dict) else None
+        if not isinstance(node, dict) or key not in node:
+            continue
+        if node[key] != neutral:
+            raise ConfigError(f"model.{dotted}={node[key]!r} was used to train this model; that option has been "
+                              "removed (docs/checkpoints.md keeps what it measured): retrain without it")
+        del node[key]
+    return data
+
+
+def canonical_config(data: dict[str, Any], schema: type = None) -> dict[str, Any]:
+    """A stored full config in today's schema (retired keys dropped, new keys at their defaults), for
+    comparing a resumed run's config with the command's."""
+    data = {**data, "model": upgrade_model_dict(data.get("model", {}))}
+    return to_dict(from_dict(schema or Config, data))
+
+
 def model_config_from_dict(data: dict[str, Any]) -> ModelConfig:
-    return from_dict(ModelConfig, data, "model")
+    return from_dict(ModelConfig, upgrade_model_dict(data), "model")

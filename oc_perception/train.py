@@ -35,7 +35,7 @@ from tqdm import tqdm
 from oc_perception.cli import run_or_exit
 from oc_perception.checkpoint import (CheckpointError, config_path, load_training_state, save_checkpoint,
                                       save_step_checkpoint)
-from oc_perception.config import Config, ConfigError, load_config, to_dict
+from oc_perception.config import Config, ConfigError, canonical_config, load_config, to_dict
 from oc_perception.data.clips import FeatureCache, ShardIndex
 from oc_perception.data.datasets import build_dataloader, video_transform
 from oc_perception.data.shards import EmptyDatasetError, ShardError, expand_shards
@@ -212,8 +212,8 @@ def train(args: argparse.Namespace) -> Path:
     resume_path = resolve_resume(args.resume) if args.resume else None
     state = load_training_state(resume_path) if resume_path else None
     cfg = load_config(config_path(args.config), args.overrides)
-    if state is not None and state["config"] != json.dumps(to_dict(cfg), sort_keys=True):
-        saved = json.loads(state["config"])
+    saved = canonical_config(json.loads(state["config"])) if state is not None else None
+    if saved is not None and saved != to_dict(cfg):
         diff = [k for k in ("model", "data", "optim", "trainer") if saved.get(k) != to_dict(cfg)[k]]
         raise CheckpointError(f"--continue {resume_path} was trained with another config (differs in: "
                               f"{', '.join(diff)}); pass the same config and overrides")

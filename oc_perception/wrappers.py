@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import sys
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -38,15 +39,13 @@ from einops import rearrange
 from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv, VectorWrapper
 from gymnasium.vector.utils import batch_space
-from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
-from stable_baselines3.common.vec_env.base_vec_env import VecEnvObs, VecEnvStepReturn
 
 from oc_perception.checkpoint import DEFAULT_CHECKPOINTS, default_checkpoint, load_checkpoint
 from oc_perception.dynamics import DynamicsPredictor, SlotDynamics
 from oc_perception.model.slotcontrast import SlotContrast, SlotState
 
 __all__ = [
-    "SlotEncoder", "SlotObservation", "VectorSlotObservation", "VecSlotObservation", "frames_from_observations",
+    "SlotEncoder", "SlotObservation", "VectorSlotObservation", "frames_from_observations",
     "is_rgb_space", "make",
 ]
 
@@ -250,6 +249,20 @@ class SlotEncoder:
         return {"slots": slots, "masks": masks.cpu().numpy()}
 
 
+def _is_sb3_vec_env(env: Any) -> bool:
+    # Without importing SB3 (the library does not need it): an SB3 VecEnv exists only once SB3 is imported.
+    vec_env = sys.modules.get("stable_baselines3.common.vec_env")
+    return vec_env is not None and isinstance(env, vec_env.VecEnv)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "VecSlotObservation":  # lives with the SB3 imports; importable from here as before
+        from oc_perception.sb3 import VecSlotObservation
+
+        return VecSlotObservation
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def _record_args(wrapper: gym.utils.RecordConstructorArgs, checkpoint: Checkpoint, **kwargs: Any) -> None:
     # A loaded model is recorded by reference (no deepcopy of its weights): gym.make(env.spec) then shares it.
     gym.utils.RecordConstructorArgs.__init__(wrapper, checkpoint=checkpoint, **kwargs,
@@ -340,7 +353,7 @@ class VectorSlotObservation(VectorWrapper):
 
     def __init__(self, env: VectorEnv, checkpoint: Checkpoint = None, device: str | torch.device | None = None,
                  include_masks: bool = False, dtype: torch.dtype | str | None = None, compile: bool = False) -> None:
-        if isinstance(env, VecEnv):
+        if _is_sb3_vec_env(env):
             raise TypeError("VectorSlotObservation wraps a gymnasium.vector env; this is a Stable-Baselines3 VecEnv: "
                             "use VecSlotObservation")
         if not isinstance(env, VectorEnv):
@@ -399,62 +412,6 @@ class VectorSlotObservation(VectorWrapper):
                 final_obs[i] = None if final is None else take(final, j)
             infos = {**infos, "final_obs": final_obs}
         return obs, rewards, terminations, truncations, infos
-
-
-class VecSlotObservation(VecEnvWrapper):
-    """Slot observations for a Stable-Baselines3 ``VecEnv``: one batched model forward per step for all envs.
-
-    SB3 resets a finished env inside ``step``: the observation it returns is the reset frame (a new state) and
-    ``infos[i]["terminal_observation"]`` holds the final observation, which becomes the slots of the final frame
-    encoded with the episode's state, as extra rows of the same forward. Frames come from the observations when
-    they are RGB images (wrap before ``VecTransposeImage``), else from ``venv.get_images()``; the final frame is
-    then gone after the auto-reset, and ``terminal_observation`` is None (SB3 algorithms then skip bootstrapping
-    from it; a warning says so); wrap the envs in ``gymnasium.wrappers.AddRenderObservation(render_only=True)``
-    to keep it.
-
-    Arguments as :class:`SlotObservation`; ``checkpoint=None`` uses the first env's spec id.
-    """
-
-    def __init__(self, venv: VecEnv, checkpoint: Checkpoint = None, device: str | torch.device | None = None,
-                 include_masks: bool = False, dtype: torch.dtype | str | None = None, compile: bool = False) -> None:
-        if isinstance(venv, VectorEnv):
-            raise TypeError("VecSlotObservation wraps a Stable-Baselines3 VecEnv; this is a gymnasium.vector env: "
-                            "use VectorSlotObservation")
-        if not isinstance(venv, VecEnv):
-            raise TypeError(f"VecSlotObservation wraps a Stable-Baselines3 VecEnv, got {type(venv).__name__}; "
-                            "for a single env use SlotObservation")
-        self._frames_from_obs = frames_from_observations(venv.observation_space, venv.render_mode)
-        if not self._frames_from_obs:
-            warnings.warn("frames come from get_images(), which shows the reset frame after SB3's auto-reset: "
-                          'infos[i]["terminal_observation"] will be None', stacklevel=2)
-        spec = venv.get_attr("spec", indices=[0])[0]
-        self.encoder = SlotEncoder(checkpoint, device, include_masks, dtype, compile,
-                                   env_id=spec.id if spec is not None else None)
-        super().__init__(venv, observation_space=self.encoder.observation_space)
-
-    def _frames(self, observations: VecEnvObs) -> np.ndarray:
-        if self._frames_from_obs:
-            return check_frames(observations, "the observations")
-        return check_frames(self.venv.get_images(), "venv.get_images()")
-
-    def reset(self) -> SlotObs:
-        observations = self.venv.reset()
-        self.encoder.reset(self.num_envs)
-        obs, _ = self.encoder.encode(self._frames(observations))
-        return obs
-
-    def step_wait(self) -> VecEnvStepReturn:
-        observations, rewards, dones, infos = self.venv.step_wait()
-        frames = self._frames(observations)
-        rows = np.flatnonzero(dones)
-        if self._frames_from_obs and rows.size:
-            final_frames = check_frames([infos[i]["terminal_observation"] for i in rows], "terminal_observation")
-            obs, final = self.encoder.encode(frames, starts=dones, final_rows=rows, final_frames=final_frames)
-        else:
-            obs, final = self.encoder.encode(frames, starts=dones)
-        for j, i in enumerate(rows):
-            infos[i]["terminal_observation"] = None if final is None else take(final, j)
-        return obs, rewards, dones, infos
 
 
 # ---------------------------------------------------------------------------------------------------- make

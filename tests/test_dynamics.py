@@ -224,3 +224,21 @@ def test_predictor_rolls_out_the_recent_history():
                                atol=1e-5)
     with pytest.raises(ValueError, match="D=32"):
         predictor.update(torch.randn(K, D + 1))
+
+
+def test_truncated_data_and_unwritable_out_are_one_line_errors(data_dir, trained, tmp_path, capsys, monkeypatch):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(data_dir, broken)
+    data = (broken / "train.npz").read_bytes()
+    (broken / "train.npz").write_bytes(data[: len(data) // 3])
+    with pytest.raises(SystemExit) as e:
+        train(broken, tmp_path / "log")
+    assert e.value.code == 2 and "truncated or corrupt" in capsys.readouterr().err
+    # The output place is checked before the (slow) evaluation: it never starts.
+    (tmp_path / "a_file").write_text("")
+    monkeypatch.setattr(evaluate_cli, "evaluate", lambda *a, **k: pytest.fail("evaluation ran"))
+    with pytest.raises(SystemExit) as e:
+        evaluate_cli.main(["--dynamics", str(trained), "--out", str(tmp_path / "a_file" / "eval")])
+    assert e.value.code == 2 and "cannot write there" in capsys.readouterr().err

@@ -5,7 +5,6 @@ One test per class of failure; every case here failed (silently, or with a trace
 
 from __future__ import annotations
 
-import fcntl
 import os
 import subprocess
 import sys
@@ -28,7 +27,15 @@ from oc_perception.inference import VideoReader, check_output_paths, display_siz
 from oc_perception.model.encoder import BackboneWeightsError, ViTEncoder
 from oc_perception.rundir import LOCK_NAME, LogDirBusy, claim_log_dir
 from oc_perception.train import main as train_main
-from test_train import data_dir, moving_squares, overrides  # noqa: F401  (data_dir is a fixture)
+from test_train import moving_squares, overrides
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    write_shards(moving_squares(6, seed=0), str(root / "sq" / "sq-train-%06d.tar"), videos_per_shard=3)
+    write_shards(moving_squares(2, seed=1), str(root / "sq" / "sq-validation-%06d.tar"), videos_per_shard=2)
+    return root
 
 
 def tiny_model(extra: list[str] | None = None) -> SlotContrast:

@@ -26,19 +26,6 @@ from oc_perception.data.transforms import VideoTransform
 SPLITS = {"train": "train", "val": "val", "validation": "val"}
 
 
-def _shuffled(stream: Iterator[dict], size: int, rng: np.random.Generator) -> Iterator[dict]:
-    """Shuffle a stream through a buffer of ``size`` items (a random buffered item leaves per arrival)."""
-    buffer: list[dict] = []
-    for item in stream:
-        buffer.append(item)
-        if len(buffer) >= size:
-            i = int(rng.integers(len(buffer)))
-            buffer[i], buffer[-1] = buffer[-1], buffer[i]
-            yield buffer.pop()
-    rng.shuffle(buffer)
-    yield from buffer
-
-
 class ValidationVideos(IterableDataset):
     """Every validation video once: ``{"video": float32 [T, 3, S, S], "segmentation": int64 [T, h, w],
     "key": str}`` with 0 = background/unlabelled (see :func:`~oc_perception.data.shards.segmentation_to_labels`).

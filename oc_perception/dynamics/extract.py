@@ -6,7 +6,8 @@
         --shards 'movi_c/movi_c-train-*.tar' --val-shards 'movi_c/movi_c-validation-*.tar' --out data/dynamics/movi_c
 
 Env mode plays ``--episodes`` training and ``--val-episodes`` validation episodes of ``--steps`` frames with the
-exploration policy of ``envs.policies`` (or uniformly random actions), recording each action. Only full-length
+policy of ``--policy`` (``explore``: our envs' exploration policy ``envs.policies:ExplorationPolicy``; ``random``:
+uniform actions; or any ``MODULE:NAME`` taking ``(env, seed=...)``), recording each action. Only full-length
 episodes are kept (one that ends early is replayed with a new seed), so no trajectory spans a reset. Shard mode
 reads videos and their segmentations (no actions), optionally cut to their first ``--steps`` frames.
 
@@ -31,7 +32,7 @@ from tqdm import tqdm
 
 from oc_perception.cli import run_or_exit
 from oc_perception.checkpoint import CheckpointError, default_checkpoint
-from oc_perception.data.generate import record_episode
+from oc_perception.data.generate import OUR_POLICY, load_policy, make_env, record_episode
 from oc_perception.data.shards import ShardError, expand_shards, iter_videos, segmentation_to_labels
 from oc_perception.dynamics.data import SPLITS, save_meta, save_split
 from oc_perception.inference import load_model, resolve_device
@@ -59,19 +60,7 @@ class RecordingPolicy:
         return action
 
 
-def make_policy(name: str, env: gym.Env, seed: int) -> Any:
-    """``explore`` (``envs.policies.ExplorationPolicy``) or ``random`` (uniform over the action space)."""
-    if name == "explore":
-        from envs.policies import ExplorationPolicy
-
-        return ExplorationPolicy(env, seed=seed)
-    if name == "random":
-        env.action_space.seed(seed)
-        return lambda obs, info: env.action_space.sample()
-    raise ExtractError(f"--policy must be explore or random, got '{name}'")
-
-
-def env_episodes(env: gym.Env, episodes: int, steps: int, policy: str, seed: Any) -> Iterator[dict[str, np.ndarray]]:
+def env_episodes(env: gym.Env, episodes: int, steps: int, policy: Any, seed: Any) -> Iterator[dict[str, np.ndarray]]:
     """Yield ``episodes`` full-length episodes ``{"frames", "segmentations", "actions"}``, reproducible from ``seed``.
 
     Raises ExtractError when fewer than one in ten episodes lasts ``steps`` frames.
@@ -84,12 +73,14 @@ def env_episodes(env: gym.Env, episodes: int, steps: int, policy: str, seed: Any
         if attempt > 10 * episodes + 10:
             raise ExtractError(f"only {kept} of {attempt - 1} episodes lasted {steps} frames; use fewer --steps")
         episode_seed = int(rng.integers(2**31))
-        recorder = RecordingPolicy(make_policy(policy, env, episode_seed))
+        recorder = RecordingPolicy(policy(env, episode_seed))
         video = record_episode(env, steps, recorder, episode_seed)
         if video is None:
             continue
         recorder(None, None)  # the action chosen at the last frame, so actions line up with frames
         kept += 1
+        if "segmentations" not in video:
+            raise ExtractError("the env's info has no 'segmentation': the dynamics evaluation needs it")
         yield {"frames": video["video"], "segmentations": video["segmentations"][..., 0],
                "actions": np.stack([np.asarray(a) for a in recorder.actions])}  # int64 [T] or float32 [T, A]
 
@@ -161,7 +152,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--episodes", type=int, default=None, help="training episodes (shards: a cap on videos)")
     ap.add_argument("--val-episodes", type=int, default=None, help="default episodes // 10, at least 1 (env mode)")
     ap.add_argument("--steps", type=int, default=None, help="frames per episode (required with --env)")
-    ap.add_argument("--policy", default="explore", choices=["explore", "random"])
+    ap.add_argument("--policy", default="explore",
+                    help=f"explore ({OUR_POLICY}), random, or MODULE:NAME taking (env, seed=...)")
     ap.add_argument("--continuous", action="store_true", help="the env's continuous Box(2) actions")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--shards", default=None, help="training video shards (glob or brace pattern), no actions")
@@ -196,17 +188,17 @@ def run(args: argparse.Namespace) -> Path:
     splits: list[tuple[str, Iterable[dict[str, np.ndarray]], int | None]] = []
     env = None
     if args.env is not None:
-        try:
-            import envs  # noqa: F401  (registers the oc/* environments)
-        except ImportError as e:
-            raise ExtractError(f"cannot import the 'envs' package ({e}); run from the repository root") from e
-        env = gym.make(args.env, max_episode_steps=args.steps, continuous=args.continuous)
+        try:  # importing the policy's module registers our oc/* ids
+            policy = load_policy(OUR_POLICY if args.policy == "explore" else args.policy)
+            env = make_env(args.env, args.steps, {"continuous": True} if args.continuous else None)
+        except ValueError as e:
+            raise ExtractError(str(e)) from e
         meta["action_space"], meta["action_dim"] = action_info(env)
         meta.update(source="env", env=args.env, policy=args.policy, seed=args.seed, continuous=args.continuous)
         val = max(1, args.episodes // 10) if args.val_episodes is None else args.val_episodes
         # Independent seed streams per split, so validation episodes are not replays of training ones.
         for i, (split, count) in enumerate((("train", args.episodes), ("val", val))):
-            splits.append((split, env_episodes(env, count, args.steps, args.policy, [args.seed, i]), count))
+            splits.append((split, env_episodes(env, count, args.steps, policy, [args.seed, i]), count))
     else:
         meta.update(source="shards", shards=args.shards, val_shards=args.val_shards)
         splits.append(("train", shard_videos(args.shards, args.data_dir, args.steps, args.episodes), args.episodes))

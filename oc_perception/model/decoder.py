@@ -7,9 +7,8 @@ Watters et al. 2019, as in Slot Attention) renders each slot as an image with tr
 from __future__ import annotations
 
 import torch
-from torch import nn
-
 from einops import rearrange
+from torch import nn
 
 from oc_perception.model.encoder import SoftPositionEmbedding
 from oc_perception.model.slot_attention import grid_coordinates, relative_grid
@@ -22,11 +21,6 @@ class MLPDecoder(nn.Module):
     each (slot, position) to F values plus one alpha logit; masks are the softmax of alpha over slots and
     the reconstruction their weighted sum.
 
-    ``mix``: ``"alpha"`` (the official model) or ``"attention"``: the reconstruction mixes the slots' outputs with
-    the slot attention masks of the frame (given to ``forward``), so the reconstruction error falls straight
-    on the grouping. The returned masks are still the alpha masks, which ``loss_mask`` trains towards the
-    attention masks, so masks can be decoded from slots alone (e.g. predicted slots).
-
     ``pos_emb``: ``"learned"`` (a free [1, 1, P, D] parameter, the official model) or ``"soft"`` (a linear map
     of the grid coordinates, which trains much faster from scratch; P must be a square).
 
@@ -35,11 +29,8 @@ class MLPDecoder(nn.Module):
     """
 
     def __init__(self, slot_dim: int, output_dim: int, num_patches: int, hidden_dims: list[int],
-                 pos_emb: str = "learned", mix: str = "alpha", relative: bool = False) -> None:
+                 pos_emb: str = "learned", relative: bool = False) -> None:
         super().__init__()
-        if mix not in ("alpha", "attention"):
-            raise ValueError(f"decoder mix must be 'alpha' or 'attention', got '{mix}'")
-        self.mix = mix
         self.num_patches = num_patches
         self.pos_emb_kind = pos_emb
         if pos_emb not in ("learned", "soft"):
@@ -61,10 +52,9 @@ class MLPDecoder(nn.Module):
         layers.append(nn.Linear(dims[-1], output_dim + 1))
         self.mlp = nn.Sequential(*layers)
 
-    def forward(self, slots: torch.Tensor, attention: torch.Tensor | None = None,
+    def forward(self, slots: torch.Tensor,
                 positions: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """slots [N, K, D] (and, with ``mix="attention"``, the slot attention masks [N, K, P] to mix with;
-        with ``relative``, the slot positions [N, K, 4])."""
+        """slots [N, K, D] (with ``relative``, the slot positions [N, K, 4])."""
         if self.relative:
             if positions is None:
                 raise ValueError("this decoder decodes in slot-relative coordinates: pass positions [N, K, 4]")
@@ -78,13 +68,7 @@ class MLPDecoder(nn.Module):
         out = self.mlp[1:](hidden)  # [N, K, P, F + 1]
         features, alpha = out[..., :-1], out[..., -1]
         masks = alpha.softmax(dim=1)  # [N, K, P]
-        if self.mix == "attention":
-            if attention is None:
-                raise ValueError("this decoder mixes with the slot attention masks: pass attention [N, K, P]")
-            reconstruction = torch.einsum("nkp,nkpf->npf", attention, features)
-        else:
-            reconstruction = torch.einsum("nkp,nkpf->npf", masks, features)
-        return reconstruction, masks
+        return torch.einsum("nkp,nkpf->npf", masks, features), masks
 
 
 class BroadcastDecoder(nn.Module):
@@ -123,9 +107,9 @@ class BroadcastDecoder(nn.Module):
         layers.append(nn.Conv2d(c_in, output_dim + 1, 3, padding=1))
         self.convs = nn.Sequential(*layers)
 
-    def forward(self, slots: torch.Tensor, attention: torch.Tensor | None = None,
+    def forward(self, slots: torch.Tensor,
                 positions: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """slots [N, K, D] (with ``relative``, positions [N, K, 4]); ``attention`` is not used."""
+        """slots [N, K, D] (with ``relative``, positions [N, K, 4])."""
         n, k, _ = slots.shape
         if self.relative:
             if positions is None:

@@ -122,10 +122,12 @@ class CNNEncoder(nn.Module):
     """Small convolutional encoder trained from scratch (where no pretrained ViT is available).
 
     ``images`` [N, 3, H, W] -> features [N, P, F] on a grid of stride ``patch_size`` (a power of two), with
-    a soft position embedding added so slot attention can tell apart objects that look alike.
+    a soft position embedding added (``position_embedding``) so slot attention can tell apart objects that
+    look alike; Invariant Slot Attention does without it.
     """
 
-    def __init__(self, channels: list[int], patch_size: int, input_size: int) -> None:
+    def __init__(self, channels: list[int], patch_size: int, input_size: int,
+                 position_embedding: bool = True) -> None:
         super().__init__()
         downsamples = patch_size.bit_length() - 1
         if patch_size < 1 or 2**downsamples != patch_size or downsamples > len(channels):
@@ -142,19 +144,19 @@ class CNNEncoder(nn.Module):
             layers += [nn.Conv2d(c_in, c_out, 5, stride=stride, padding=2), nn.ReLU()]
             c_in = c_out
         self.convs = nn.Sequential(*layers[:-1])  # no ReLU on the output features
-        self.pos_emb = SoftPositionEmbedding(c_in, input_size // patch_size)
+        self.pos_emb = SoftPositionEmbedding(c_in, input_size // patch_size) if position_embedding else None
         self.patch_size = patch_size
         self.feature_dim = c_in
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         feats = rearrange(self.convs(images), "n f h w -> n (h w) f")
-        return feats + self.pos_emb()
+        return feats if self.pos_emb is None else feats + self.pos_emb()
 
 
 def build_encoder(cfg: EncoderConfig) -> nn.Module:
     """The encoder named by ``cfg.backbone``; checks that the config's patch size and F match it."""
     if cfg.backbone == "cnn":
-        encoder: nn.Module = CNNEncoder(cfg.cnn_channels, cfg.patch_size, cfg.input_size)
+        encoder: nn.Module = CNNEncoder(cfg.cnn_channels, cfg.patch_size, cfg.input_size, cfg.position_embedding)
     else:
         encoder = ViTEncoder(cfg.backbone, cfg.pretrained, cfg.weights)
     if encoder.patch_size != cfg.patch_size or encoder.feature_dim != cfg.feature_dim:

@@ -51,14 +51,3 @@ def slot_slot_contrastive_loss(
     logits = rearrange(logits, "g t i j -> (g t j) i")
     target = torch.arange(logits.shape[-1], device=logits.device).repeat(logits.shape[0] // logits.shape[-1])
     return F.cross_entropy(logits, target)
-
-
-def mask_distillation_loss(decoder_masks: torch.Tensor, attention_masks: torch.Tensor,
-                           eps: float = 1e-8) -> torch.Tensor:
-    """Cross-entropy of the decoder's alpha masks against the (detached) slot attention masks.
-
-    decoder_masks, attention_masks: [..., K, P], each a distribution over the K slots at every patch. With
-    ``decoder.mix="attention"`` it teaches the decoder to draw from slots alone the masks the grouping made.
-    """
-    target = attention_masks.detach()
-    return -(target * (decoder_masks + eps).log()).sum(dim=-2).mean()

@@ -17,16 +17,12 @@ class SlotAttention(nn.Module):
         dim: slot (and input) dimension D.
         mlp_hidden_mult: hidden width of the residual MLP, as a multiple of D.
         eps: added to the attention before normalising over inputs (empty slots stay defined).
-        bilevel: BO-QSA gradients (Jia et al., ICLR 2023): gradients flow through the last iteration only,
-            and straight through to the initial slots. The forward values are unchanged; off in the paper's
-            setting. BO-QSA's authors found fixed learned initial slots train better this way from scratch.
     """
 
-    def __init__(self, dim: int, mlp_hidden_mult: int = 4, eps: float = 1e-8, bilevel: bool = False) -> None:
+    def __init__(self, dim: int, mlp_hidden_mult: int = 4, eps: float = 1e-8) -> None:
         super().__init__()
         self.scale = dim**-0.5
         self.eps = eps
-        self.bilevel = bilevel
         self.norm_features = nn.LayerNorm(dim)
         self.norm_slots = nn.LayerNorm(dim)
         self.to_q = nn.Linear(dim, dim, bias=False)
@@ -37,11 +33,6 @@ class SlotAttention(nn.Module):
             nn.LayerNorm(dim), nn.Linear(dim, mlp_hidden_mult * dim), nn.ReLU(),
             nn.Linear(mlp_hidden_mult * dim, dim),
         )
-
-    @staticmethod
-    def _straight_through(slots: torch.Tensor, init: torch.Tensor) -> torch.Tensor:
-        """Slots entering the last iteration under BO-QSA: same values, gradient straight to ``init``."""
-        return slots.detach() + (init - init.detach())
 
     def iterate(self, slots: torch.Tensor, keys: torch.Tensor, values: torch.Tensor):
         """One iteration. slots [B, K, D], keys/values [B, P, D] -> (slots [B, K, D], attention [B, K, P])."""
@@ -63,23 +54,13 @@ class SlotAttention(nn.Module):
         """
         x = self.norm_features(inputs)
         keys, values = self.to_k(x), self.to_v(x)
-        init = slots
         if isinstance(iters, int):
             attn = None
-            for i in range(iters):
-                if self.bilevel and i < iters - 1:
-                    with torch.no_grad():  # no gradient goes through these iterations: skip their graph
-                        slots, attn = self.iterate(slots, keys, values)
-                    continue
-                if self.bilevel:
-                    slots = self._straight_through(slots, init)
+            for _ in range(iters):
                 slots, attn = self.iterate(slots, keys, values)
             return slots, attn
         out_slots, out_attn = slots, None
         for i in range(int(iters.max())):
-            if self.bilevel:  # rows at their last iteration take the straight-through path, others no gradient
-                slots = torch.where((iters == i + 1).view(-1, 1, 1), self._straight_through(slots, init),
-                                    slots.detach())
             slots, attn = self.iterate(slots, keys, values)
             done = (iters == i + 1).view(-1, 1, 1)
             out_slots = torch.where(done, slots, out_slots)

@@ -20,8 +20,7 @@ from oc_perception.data.transforms import preprocess_frames
 from oc_perception.model.decoder import BroadcastDecoder, MLPDecoder
 from oc_perception.model.encoder import FeatureMLP, build_encoder
 from oc_perception.model.initializer import RandomSlots, initial_positions
-from oc_perception.model.losses import (feature_reconstruction_loss, mask_distillation_loss,
-                                        slot_slot_contrastive_loss)
+from oc_perception.model.losses import feature_reconstruction_loss, slot_slot_contrastive_loss
 from oc_perception.model.predictor import SlotPredictor
 from oc_perception.model.slot_attention import InvariantSlotAttention, SlotAttention
 
@@ -91,9 +90,8 @@ class SlotContrast(nn.Module):
             raise ValueError(f"model.initializer must be 'fixed' or 'random', got '{cfg.initializer}'")
         if dec.kind not in ("mlp", "broadcast"):
             raise ValueError(f"model.decoder.kind must be 'mlp' or 'broadcast', got '{dec.kind}'")
-        if dec.kind == "broadcast" and (enc.target != "pixels" or dec.mix != "alpha"):
-            raise ValueError("model.decoder.kind=broadcast renders RGB: it needs model.encoder.target=pixels "
-                             "and model.decoder.mix=alpha")
+        if dec.kind == "broadcast" and enc.target != "pixels":
+            raise ValueError("model.decoder.kind=broadcast renders RGB: it needs model.encoder.target=pixels")
         if cfg.loss.foreground_weight != 1.0 and enc.target != "pixels":
             raise ValueError("model.loss.foreground_weight weighs pixels: it needs model.encoder.target=pixels")
         if cfg.initializer == "fixed":
@@ -101,14 +99,12 @@ class SlotContrast(nn.Module):
         else:
             self.initializer = RandomSlots(cfg.num_slots, d, positions=sa.relative)
         if sa.relative:
-            if sa.bilevel:
-                raise ValueError("model.slot_attention: relative and bilevel cannot be combined")
             self.slot_attention: nn.Module = InvariantSlotAttention(d, self.grid, sa.mlp_hidden_mult, sa.eps)
             if cfg.initializer == "fixed":  # fixed slots start at fixed, spread-out places
                 xy = torch.rand(1, cfg.num_slots, 2, generator=torch.Generator().manual_seed(0)) * 2 - 1
                 self.register_buffer("initial_positions", initial_positions(xy), persistent=False)
         else:
-            self.slot_attention = SlotAttention(d, sa.mlp_hidden_mult, sa.eps, sa.bilevel)
+            self.slot_attention = SlotAttention(d, sa.mlp_hidden_mult, sa.eps)
         pr = cfg.predictor
         self.predictor = SlotPredictor(d, pr.num_heads, pr.ffn_mult, pr.official_logit_scale)
         if dec.kind == "broadcast":
@@ -120,8 +116,7 @@ class SlotContrast(nn.Module):
             self.mask_side = side
         else:
             target_dim = f if enc.target == "features" else 3 * enc.patch_size**2
-            self.decoder = MLPDecoder(d, target_dim, self.num_patches, dec.hidden_dims, dec.pos_emb, dec.mix,
-                                      sa.relative)
+            self.decoder = MLPDecoder(d, target_dim, self.num_patches, dec.hidden_dims, dec.pos_emb, sa.relative)
             self.mask_side = self.grid
 
     # ------------------------------------------------------------------ inputs
@@ -233,7 +228,6 @@ class SlotContrast(nn.Module):
         positions = result.get("positions")
         reconstruction, decoder_masks = self.decoder(
             rearrange(result["slots"], "b t k d -> (b t) k d"),
-            rearrange(result["grouping_masks"], "b t k p -> (b t) k p"),
             None if positions is None else rearrange(positions, "b t k c -> (b t) k c"))
         result["decoder_masks"] = rearrange(decoder_masks, "(b t) k p -> b t k p", b=b)
         result["reconstruction"] = rearrange(reconstruction, "(b t) p f -> b t p f", b=b)
@@ -249,17 +243,11 @@ class SlotContrast(nn.Module):
                          positions)
 
     def loss(self, out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Losses of a clip forward: loss_featrec, loss_ss (needs T >= 2) and their weighted sum loss_total;
-        with ``decoder.mix="attention"`` also loss_mask (alpha masks learn the attention masks)."""
+        """Losses of a clip forward: loss_featrec, loss_ss (needs T >= 2) and their weighted sum loss_total."""
         lc = self.cfg.loss
         featrec = feature_reconstruction_loss(out["reconstruction"], out["target"], lc.foreground_weight)
         ss = slot_slot_contrastive_loss(out["slots"], lc.temperature, lc.batch_contrast)
-        losses = {"loss_featrec": featrec, "loss_ss": ss}
-        total = lc.featrec_weight * featrec + lc.ss_weight * ss
-        if self.cfg.decoder.mix == "attention":
-            losses["loss_mask"] = mask_distillation_loss(out["decoder_masks"], out["grouping_masks"])
-            total = total + lc.mask_weight * losses["loss_mask"]
-        return {**losses, "loss_total": total}
+        return {"loss_featrec": featrec, "loss_ss": ss, "loss_total": lc.featrec_weight * featrec + lc.ss_weight * ss}
 
     # ------------------------------------------------------------------ streaming
     def first_slots(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -327,6 +315,5 @@ class SlotContrast(nn.Module):
         features, _ = self.encode(frame)
         out, state = self._recur(self.feature_mlp(features), state)
         if decode:
-            out["reconstruction"], out["decoder_masks"] = self.decoder(out["slots"], out["grouping_masks"],
-                                                                       out.get("positions"))
+            out["reconstruction"], out["decoder_masks"] = self.decoder(out["slots"], out.get("positions"))
         return out, state
