@@ -86,6 +86,10 @@ class LossConfig:
     # Pixels whose colour differs from the frame's median colour (objects, on our envs' plain floors) weigh
     # this much more in the reconstruction loss; 1 = plain MSE (the paper). Pixel targets only.
     foreground_weight: float = 1.0
+    # Supervision for users whose simulator gives masks: weight of a loss matching the decoder masks to the
+    # training videos' ground-truth segments (background included), Hungarian-matched per frame. 0 = the
+    # unsupervised model of the paper. A model trained with it is not unsupervised: say so where it is used.
+    segmentation_weight: float = 0.0
 
 
 @dataclass
@@ -288,7 +292,7 @@ POSITIVE = (
     "trainer.keep_last",
 )
 NON_NEGATIVE = ("optim.warmup_steps", "optim.weight_decay", "optim.eps", "model.loss.featrec_weight",
-                "model.loss.ss_weight", "data.num_workers")
+                "model.loss.ss_weight", "model.loss.segmentation_weight", "data.num_workers")
 CHOICES = {
     "model.initializer": ("fixed", "random"),
     "model.encoder.target": ("features", "pixels"),

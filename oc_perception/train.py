@@ -97,7 +97,7 @@ class TrainStep(nn.Module):
             out = self.model.forward_features(batch["features"])
         else:
             out = self.model(batch["video"])
-        return self.model.loss(out)
+        return self.model.loss(out, batch.get("segmentation"))
 
 
 def resolve_resume(path: str) -> Path:

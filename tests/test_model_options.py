@@ -177,3 +177,43 @@ def test_foreground_weight_weighs_the_pixels_unlike_the_floor():
     floor_wrong = target.clone()
     floor_wrong[0, 0] = 1.0  # the same error on a floor pixel counts once
     torch.testing.assert_close(feature_reconstruction_loss(floor_wrong, target, 5.0), torch.tensor(1 / 14))
+
+
+def test_segmentation_loss_matches_segments_to_slots_whatever_their_order():
+    from oc_perception.model.losses import segmentation_matching_loss
+
+    labels = torch.zeros(1, 4, 4, dtype=torch.long)
+    labels[0, :2, :2] = 3  # a small object; the rest is background (a segment too)
+    k = 3
+    perfect = torch.zeros(1, k, 16)
+    perfect[0, 2] = (labels.flatten() == 3).float()  # slot 2 holds the object, slot 0 the floor, slot 1 nothing
+    perfect[0, 0] = (labels.flatten() == 0).float()
+    assert segmentation_matching_loss(perfect, labels) < 1e-4
+    uniform = torch.full((1, k, 16), 1 / k)
+    torch.testing.assert_close(segmentation_matching_loss(uniform, labels), torch.tensor(np.log(k)).float(),
+                               atol=1e-4, rtol=1e-4)
+    # One slot owning everything: the floor segment is right, the object is not (another slot must take it).
+    one = torch.zeros(1, k, 16)
+    one[0, 1] = 1.0
+    assert segmentation_matching_loss(one, labels) > 5
+    with pytest.raises(ValueError, match="labels must be at the decoder mask resolution"):
+        segmentation_matching_loss(perfect, torch.zeros(1, 8, 8, dtype=torch.long))
+
+
+def test_supervised_training_reads_segmentations(tmp_path):
+    from oc_perception.data.shards import write_shards
+    from oc_perception.train import main as train_main
+    from test_train import moving_squares, overrides
+
+    write_shards(moving_squares(4, seed=0), str(tmp_path / "sq" / "sq-train-%06d.tar"), videos_per_shard=4)
+    write_shards(moving_squares(2, seed=1), str(tmp_path / "sq" / "sq-validation-%06d.tar"), videos_per_shard=2)
+    for kind in (["model.decoder.kind=mlp"], ["model.decoder.kind=broadcast", "model.decoder.broadcast_size=4",
+                                                "model.decoder.conv_channels=[8]"]):
+        log = tmp_path / kind[0].split("=")[1]
+        train_main(["configs/pretrain/shapes.yml", *overrides("cnn", 2), "model.loss.segmentation_weight=1",
+                    *kind, "--data-dir", str(tmp_path), "--log-dir", str(log)])
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+        events = EventAccumulator(str(log))
+        events.Reload()
+        assert events.Scalars("train/loss_seg")[-1].value > 0

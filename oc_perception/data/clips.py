@@ -22,7 +22,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 from tqdm import tqdm
 
-from oc_perception.data.shards import SEGMENTATIONS, VIDEO, EmptyDatasetError, ShardError
+from oc_perception.data.shards import SEGMENTATIONS, VIDEO, EmptyDatasetError, ShardError, segmentation_to_labels
 from oc_perception.data.transforms import VideoTransform, sample_chunk_start
 
 
@@ -152,8 +152,18 @@ class TrainClips(Dataset):
     """
 
     def __init__(self, index: ShardIndex, transform: VideoTransform, chunk_size: int, seed: int,
-                 cache: "FeatureCache | None" = None) -> None:
+                 cache: "FeatureCache | None" = None, segmentation: bool = False) -> None:
         self.index, self.transform, self.chunk, self.seed, self.cache = index, transform, chunk_size, seed, cache
+        self.segmentation = segmentation
+        if segmentation:
+            if cache is not None:
+                raise ValueError("training with segmentations (model.loss.segmentation_weight) needs videos, not a "
+                                 "feature cache: set data.cache_features=false")
+            missing = [e.key for e in index.entries if e.segmentations is None]
+            if missing:
+                raise ShardError(f"model.loss.segmentation_weight > 0 needs segmentations, but {len(missing)} "
+                                 f"training video(s) have none (e.g. {missing[0]}); set it to 0 or use shards "
+                                 "with segmentations")
         short = [e for e in index.entries if e.num_frames < chunk_size]
         if short:  # caught here, with names, rather than inside a DataLoader worker mid-run
             shown = ", ".join(f"{e.key} ({e.num_frames} frames)" for e in short[:5])
@@ -171,7 +181,11 @@ class TrainClips(Dataset):
             flipped = self.transform.flip_prob > 0 and rng.random() < self.transform.flip_prob
             return {"features": self.cache.read(i, start, self.chunk, flipped)}
         video = self.index.video(i)[start : start + self.chunk]
-        return {"video": self.transform(video, rng=rng).video}
+        if not self.segmentation:
+            return {"video": self.transform(video, rng=rng).video}
+        labels = segmentation_to_labels(self.index.read(self.index.entries[i].segmentations))
+        clip = self.transform(video, labels[start : start + self.chunk], rng=rng)
+        return {"video": clip.video, "segmentation": clip.labels}
 
 
 class FeatureCache:

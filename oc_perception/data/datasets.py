@@ -10,6 +10,7 @@ cover every video once.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -73,6 +74,14 @@ def collate_videos(items: list[dict[str, Any]]) -> dict[str, Any]:
         ) from e
 
 
+def decoder_mask_side(cfg: Config) -> int:
+    """Side of the decoder masks of ``cfg.model`` (as ``SlotContrast.mask_side``), without building it."""
+    dec, enc = cfg.model.decoder, cfg.model.encoder
+    if dec.kind == "broadcast":
+        return dec.broadcast_size * 2 ** len(dec.conv_channels)
+    return enc.input_size // enc.patch_size
+
+
 def video_transform(cfg: Config, train: bool) -> VideoTransform:
     """The training (random crop, flip) or validation transform of ``cfg``."""
     data = cfg.data
@@ -97,7 +106,11 @@ def build_dataloader(cfg: Config, data_dir: str | Path | None, split: str, rank:
     pin = torch.cuda.is_available()
     if SPLITS[split] == "train":
         index = ShardIndex(expand_shards(data.train_shards, data_dir))
-        dataset = TrainClips(index, video_transform(cfg, True), data.chunk_size, cfg.trainer.seed, cache)
+        supervised = cfg.model.loss.segmentation_weight > 0
+        transform = video_transform(cfg, True)
+        if supervised:  # labels at the decoder mask resolution, for the supervised mask loss
+            transform = dataclasses.replace(transform, mask_size=decoder_mask_side(cfg))
+        dataset = TrainClips(index, transform, data.chunk_size, cfg.trainer.seed, cache, segmentation=supervised)
         sampler = StepSampler(len(dataset), data.batch_size, cfg.trainer.seed, start_step, rank, world_size)
         return DataLoader(dataset, batch_sampler=sampler, num_workers=data.num_workers, pin_memory=pin)
     dataset = ValidationVideos(expand_shards(data.val_shards, data_dir), video_transform(cfg, False),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from einops import rearrange
+from scipy.optimize import linear_sum_assignment
 
 
 def feature_reconstruction_loss(reconstruction: torch.Tensor, target: torch.Tensor,
@@ -51,3 +52,30 @@ def slot_slot_contrastive_loss(
     logits = rearrange(logits, "g t i j -> (g t j) i")
     target = torch.arange(logits.shape[-1], device=logits.device).repeat(logits.shape[0] // logits.shape[-1])
     return F.cross_entropy(logits, target)
+
+
+def segmentation_matching_loss(masks: torch.Tensor, labels: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Supervised mask loss: each ground-truth segment is matched to one slot, which must own its pixels.
+
+    masks [N, K, M] (decoder masks, a distribution over the K slots at each of the M = h * w pixels); labels
+    int [N, h, w] (segment ids; 0, the background, is a segment too, so a slot learns the floor). Per frame,
+    the Hungarian matching (scipy) pairs segments with slots by the cost ``-mean log mask`` over the segment's
+    pixels, and the loss is that cost of the matched pairs, averaged over segments and frames: every segment
+    counts alike whatever its area, which keeps small objects from drowning in the floor. Unmatched slots (more
+    slots than segments) get no target.
+    """
+    n, k, m = masks.shape
+    if labels.shape[0] != n or labels[0].numel() != m:
+        raise ValueError(f"segmentation loss: masks {tuple(masks.shape)} and labels {tuple(labels.shape)} do not "
+                         "match (labels must be at the decoder mask resolution)")
+    flat = labels.reshape(n, m).long()
+    log_masks = (masks + eps).log()
+    total, count = masks.new_zeros(()), 0
+    for i in range(n):
+        ids = flat[i].unique()
+        onehot = (flat[i][None] == ids[:, None]).to(masks.dtype)  # [G, M]
+        cost = -(onehot @ log_masks[i].T) / onehot.sum(-1, keepdim=True)  # [G, K]
+        rows, cols = linear_sum_assignment(cost.detach().cpu().numpy())
+        total = total + cost[torch.as_tensor(rows), torch.as_tensor(cols)].sum()
+        count += len(rows)
+    return total / max(count, 1)

@@ -20,7 +20,8 @@ from oc_perception.data.transforms import preprocess_frames
 from oc_perception.model.decoder import BroadcastDecoder, MLPDecoder
 from oc_perception.model.encoder import FeatureMLP, build_encoder
 from oc_perception.model.initializer import RandomSlots, initial_positions
-from oc_perception.model.losses import feature_reconstruction_loss, slot_slot_contrastive_loss
+from oc_perception.model.losses import (feature_reconstruction_loss, segmentation_matching_loss,
+                                        slot_slot_contrastive_loss)
 from oc_perception.model.predictor import SlotPredictor
 from oc_perception.model.slot_attention import InvariantSlotAttention, SlotAttention
 
@@ -242,12 +243,23 @@ class SlotContrast(nn.Module):
         return SlotState(predicted, torch.zeros(predicted.shape[0], dtype=torch.bool, device=predicted.device),
                          positions)
 
-    def loss(self, out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Losses of a clip forward: loss_featrec, loss_ss (needs T >= 2) and their weighted sum loss_total."""
+    def loss(self, out: dict[str, torch.Tensor],
+             segmentation: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Losses of a clip forward: loss_featrec, loss_ss (needs T >= 2) and their weighted sum loss_total.
+
+        With ``loss.segmentation_weight`` > 0 and ``segmentation`` (int labels [B, T, h, w] at the decoder mask
+        resolution ``mask_side``), also loss_seg, the supervised mask loss (``segmentation_matching_loss``).
+        """
         lc = self.cfg.loss
         featrec = feature_reconstruction_loss(out["reconstruction"], out["target"], lc.foreground_weight)
         ss = slot_slot_contrastive_loss(out["slots"], lc.temperature, lc.batch_contrast)
-        return {"loss_featrec": featrec, "loss_ss": ss, "loss_total": lc.featrec_weight * featrec + lc.ss_weight * ss}
+        losses = {"loss_featrec": featrec, "loss_ss": ss}
+        total = lc.featrec_weight * featrec + lc.ss_weight * ss
+        if lc.segmentation_weight > 0 and segmentation is not None:
+            masks = rearrange(out["decoder_masks"], "b t k m -> (b t) k m")
+            losses["loss_seg"] = segmentation_matching_loss(masks, rearrange(segmentation, "b t h w -> (b t) h w"))
+            total = total + lc.segmentation_weight * losses["loss_seg"]
+        return {**losses, "loss_total": total}
 
     # ------------------------------------------------------------------ streaming
     def first_slots(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor | None]:
