@@ -178,6 +178,16 @@ def _load_into(model: SlotContrast, state: Mapping[str, torch.Tensor], source: s
     model.load_state_dict({k: state[k] for k in own if k in state}, strict=False)
 
 
+def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, Mapping):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu",
                     cfg: ModelConfig | None = None) -> SlotContrast:
     """Our checkpoint -> ``SlotContrast`` in eval mode, built from the config stored inside.
@@ -185,11 +195,21 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu",
     Passing ``cfg`` checks the checkpoint against that config instead (an error lists what does not fit).
     """
     state, meta = read_checkpoint(path)
+    try:
+        stored = model_config_from_dict(json.loads(meta["config"]))
+    except (KeyError, json.JSONDecodeError, ConfigError) as e:
+        raise CheckpointError(f"{path}: the stored model config is unreadable ({e})") from e
     if cfg is None:
-        try:
-            cfg = model_config_from_dict(json.loads(meta["config"]))
-        except (KeyError, json.JSONDecodeError, ConfigError) as e:
-            raise CheckpointError(f"{path}: the stored model config is unreadable ({e})") from e
+        cfg = stored
+    else:  # before building anything (a ViT config would fetch pretrained weights first)
+        shape_keys = ("encoder.backbone", "encoder.input_size", "encoder.patch_size", "encoder.feature_dim",
+                      "num_slots", "slot_dim", "initializer", "decoder.kind", "slot_attention.relative")
+        flat_cfg, flat_stored = _flatten(to_dict(cfg)), _flatten(to_dict(stored))
+        differ = [f"{k}: checkpoint {flat_stored[k]!r} vs config {flat_cfg[k]!r}" for k in shape_keys
+                  if flat_cfg[k] != flat_stored[k]]
+        if differ:
+            raise CheckpointError(f"{path} was trained with another model config ({'; '.join(differ)}); our "
+                                  "checkpoints hold their config: leave out --config")
     has_backbone = any(k.startswith("encoder.backbone.") for k in state)
     if has_backbone and cfg.encoder.pretrained:
         # The weights come from the file: do not fetch (possibly unreachable) pretrained ones first.

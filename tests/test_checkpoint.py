@@ -35,8 +35,12 @@ def test_roundtrip_same_numbers(tmp_path, backbone):
 def test_checkpoint_for_another_config_is_rejected(tmp_path):
     path = save_checkpoint(tiny(), tmp_path / "m.safetensors")
     other = load_config("configs/pretrain/movi_c.yml", tiny_overrides() + ["model.num_slots=6"]).model
-    with pytest.raises(CheckpointError, match=r"mis-shaped keys: initial_slots: checkpoint \(1, 4, 32\) vs model \(1, 6, 32\)"):
+    with pytest.raises(CheckpointError, match=r"another model config \(num_slots: checkpoint 4 vs config 6\)"):
         load_checkpoint(path, cfg=other)
+    # A config of the same shapes but other weights (here: a narrower decoder) is named key by key.
+    narrower = load_config("configs/pretrain/movi_c.yml", tiny_overrides() + ["model.decoder.hidden_dims=[32, 32]"])
+    with pytest.raises(CheckpointError, match=r"mis-shaped keys: decoder.mlp.0.bias: checkpoint \(64,\) vs model \(32,\)"):
+        load_checkpoint(path, cfg=narrower.model)
 
 
 def test_corrupt_and_foreign_files(tmp_path):

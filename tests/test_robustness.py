@@ -326,3 +326,11 @@ def test_panda_urdf_is_removed_at_exit(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
     path = Path(out.stdout.strip().splitlines()[-1])
     assert path.suffix == ".urdf" and not path.exists()
+
+
+def test_our_checkpoint_with_another_config_is_named_before_any_build(tmp_path, monkeypatch):
+    path = save_checkpoint(tiny_model(), tmp_path / "cnn.safetensors")
+    monkeypatch.setattr("timm.create_model", lambda *a, **k: pytest.fail("built a backbone first"))
+    with pytest.raises(CheckpointError, match="encoder.backbone: checkpoint 'cnn' vs config "
+                                              "'vit_small_patch14_dinov2'.*leave out --config"):
+        load_checkpoint(path, cfg=load_config("configs/pretrain/movi_c.yml").model)
