@@ -10,17 +10,14 @@
 from __future__ import annotations
 
 import functools
-from pathlib import Path
 
 import gymnasium as gym
-import torch
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecTransposeImage
 
 import envs  # noqa: F401  (registers the oc/ ids, also in SubprocVecEnv workers that import this module)
 from agents.config import AgentConfig
 from agents.state import ObjectStateObservation
-from oc_perception.checkpoint import default_checkpoint, load_checkpoint
 from oc_perception.model.slotcontrast import SlotContrast
 from oc_perception.wrappers import SlotObservation, VecSlotObservation
 
@@ -49,8 +46,3 @@ def make_single_env(cfg: AgentConfig, obs: str, perception: SlotContrast | None 
     if obs == "slots":
         env = SlotObservation(env, checkpoint=perception, include_masks=cfg.extractor.use_masks)
     return env
-
-
-def load_perception(env_id: str, checkpoint: str | Path | None, device: torch.device) -> SlotContrast:
-    """The slot model: ``checkpoint``, or the bundled one of ``env_id`` (``FileNotFoundError`` if missing)."""
-    return load_checkpoint(checkpoint if checkpoint is not None else default_checkpoint(env_id), device)

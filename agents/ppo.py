@@ -30,11 +30,11 @@ from stable_baselines3.common.vec_env import VecEnv
 from tqdm import tqdm
 
 from agents.config import OBS_TYPES, AgentConfig, load_agent_config
-from agents.envs import load_perception, make_single_env, make_vec_env
+from agents.envs import make_single_env, make_vec_env
 from agents.evaluation import RandomAgent, record_episode, success_rate
 from agents.extractor import SlotSetExtractor
 from oc_perception.cli import run_or_exit
-from oc_perception.checkpoint import CheckpointError, default_checkpoint
+from oc_perception.checkpoint import CheckpointError, default_checkpoint, load_model
 from oc_perception.config import ConfigError, to_dict
 
 # Errors that stop a run with one line: bad config or checkpoint (a missing bundled checkpoint included).
@@ -153,7 +153,7 @@ def train(cfg: AgentConfig, log_dir: str | Path, checkpoint: str | Path | None =
     log_dir.mkdir(parents=True, exist_ok=True)
     device = get_device(device)
     uses_perception = cfg.obs == "slots" or checkpoint is not None
-    perception = load_perception(cfg.env_id, checkpoint, device) if uses_perception else None
+    perception = load_model(checkpoint, device, env_id=cfg.env_id) if uses_perception else None
     eval_seed = cfg.seed + EVAL_SEED_OFFSET
 
     venv = make_vec_env(cfg, cfg.obs, cfg.n_envs, perception)

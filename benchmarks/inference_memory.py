@@ -59,7 +59,8 @@ def reset_peak() -> None:
 
 def child(checkpoint: str, video: str, out_dir: str, chunk: int) -> None:
     """Runs in the subprocess: load, infer, print the memory figures as JSON."""
-    from oc_perception.inference import infer_video, load_model
+    from oc_perception.checkpoint import load_model
+    from oc_perception.inference import infer_video
 
     torch.set_num_threads(1)
     model = load_model(checkpoint)

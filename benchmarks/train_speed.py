@@ -61,7 +61,7 @@ def main() -> None:
         frozen = cfg.model.encoder.target == "features"
         if frozen:
             with torch.no_grad():
-                features = model.encode(video.flatten(0, 1))[0].unflatten(0, (b, t)).half()
+                features = model.encode_frames(video.flatten(0, 1))[0].unflatten(0, (b, t)).half()
         for dtype in ["fp32"] + (["bf16"] if device.type == "cuda" else []):
             autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if dtype == "bf16"
                         else contextlib.nullcontext())

@@ -45,7 +45,8 @@ TINY_CNN = ["model.num_slots=4", "model.slot_dim=32", "model.decoder.hidden_dims
             "model.encoder.feature_dim=32", "model.encoder.cnn_channels=[16, 32]", "model.encoder.target=pixels"]
 
 
-def load_model(device: torch.device) -> tuple[SlotContrast, str]:
+def benchmark_model(device: torch.device) -> tuple[SlotContrast, str]:
+    """The bundled Shapes model, else a random-init one of its config (speed does not depend on the weights)."""
     try:
         path = default_checkpoint(ENV_ID)
         return load_checkpoint(path, device), f"bundled checkpoint {path}"
@@ -153,7 +154,7 @@ def batch_loops(model: SlotContrast, frames: np.ndarray, batch: int) -> dict[str
     def encoder() -> None:
         with torch.inference_mode():
             for x in video:
-                features, _ = model.encode(x)
+                features, _ = model.encode_frames(x)
             features.cpu()
     return {f"model step, batch {batch}": step, f"encoder alone, batch {batch}": encoder}
 
@@ -255,7 +256,7 @@ def main() -> None:
     args = parser.parse_args()
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
     for device in devices:
-        model, source = load_model(device)
+        model, source = benchmark_model(device)
         print(f"\nmodel: {source} (K={model.cfg.num_slots}, D={model.cfg.slot_dim}, "
               f"{model.cfg.encoder.backbone} at {model.input_size} px)")
         for dtype in [None] + ([torch.bfloat16] if device.type == "cuda" else []):

@@ -20,7 +20,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from oc_perception.config import Config, ConfigError, ModelConfig, model_config_from_dict, to_dict
+from oc_perception.config import Config, ConfigError, ModelConfig, load_config, model_config_from_dict, to_dict
+from oc_perception.devices import resolve_device
 from oc_perception.model.slotcontrast import SlotContrast
 
 FORMAT = "oc-perception/slotcontrast-v1"
@@ -188,6 +189,14 @@ def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def load_weights(model: SlotContrast, path: str | Path) -> None:
+    """Copy the weights of our checkpoint ``path`` into ``model`` (same shapes; one error lists what does not
+    fit). The model keeps its own config: fine-tuning with other losses or schedules."""
+    state, _ = read_checkpoint(path)
+    _load_into(model, {k: v.to(next(iter(model.state_dict().values())).device) for k, v in state.items()},
+               str(path), allow_missing_backbone=True)
+
+
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu",
                     cfg: ModelConfig | None = None) -> SlotContrast:
     """Our checkpoint -> ``SlotContrast`` in eval mode, built from the config stored inside.
@@ -353,3 +362,83 @@ def load_training_state(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path} is not a readable training checkpoint ({type(e).__name__}); it is "
                               "truncated, corrupt or not a training checkpoint of ours: resume from an earlier "
                               "checkpoints/step_*.pt or start a fresh run") from e
+
+
+# ---------------------------------------------------------------------------------------------- one loader
+def _checkpoint_kind(path: Path) -> str | None:
+    """"safetensors", "torch" (zip or pickle, as ``torch.save`` writes) or None, from the first bytes."""
+    with path.open("rb") as f:
+        head = f.read(9)
+    if len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < path.stat().st_size:
+        return "safetensors"  # 8-byte little-endian header length, then the JSON header
+    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
+        return "torch"
+    return None
+
+
+def load_model(checkpoint: "str | os.PathLike | SlotContrast | None", device: str | torch.device | None = None, *,
+               config: str | None = None, env_id: str | None = None) -> SlotContrast:
+    """The one loader: a perception model from whatever names it, in eval mode.
+
+    ``checkpoint``: our ``.safetensors``, an official SlotContrast ``.ckpt`` (sniffed from the first bytes), a
+    loaded ``SlotContrast`` (used as it is, moved only when ``device`` is given), or None for the bundled
+    checkpoint of ``env_id``. ``device``: default ``resolve_device("auto")``. ``config`` (a name in
+    configs/pretrain such as ``movi_c``, or a YAML path) is the config of an official checkpoint; by default
+    it is detected from the weights' shapes. Ours hold their config; a ``config`` given with one of ours must
+    fit it (an error names what differs).
+
+    Raises:
+        FileNotFoundError: no such checkpoint or config.
+        CheckpointError: not a checkpoint we know, or weights that do not fit the config.
+    """
+    if isinstance(checkpoint, SlotContrast):
+        return checkpoint if device is None else checkpoint.to(device)
+    device = resolve_device(device)
+    if checkpoint is None:
+        if env_id is None:
+            raise ValueError("checkpoint=None loads the bundled checkpoint of one of our env ids "
+                             f"({', '.join(DEFAULT_CHECKPOINTS)}), but none was given; pass a checkpoint path")
+        checkpoint = default_checkpoint(env_id)
+    path = Path(checkpoint)
+    if path.is_dir():
+        raise FileNotFoundError(f"checkpoint {path} is a directory; pass the model file (a training log dir "
+                                "holds model.safetensors)")
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    kind = _checkpoint_kind(path)
+    if kind is None:
+        raise CheckpointError(f"{path}: unknown checkpoint type; expected an oc-perception .safetensors "
+                              "checkpoint or an official SlotContrast Lightning .ckpt")
+    try:
+        if kind == "safetensors":
+            return load_checkpoint(path, device, load_config(config_path(config)).model if config else None)
+        return _load_official(path, config, device)
+    except RuntimeError as e:  # pretrained backbone weights that cannot be fetched, a device that cannot take it
+        raise CheckpointError(f"{path}: could not load the model ({e})") from e
+
+
+def _is_training_state(path: Path) -> bool:
+    """A checkpoint written by ``oc_perception.train`` to resume training (not a model file)."""
+    try:
+        payload = load_training_state(path)
+    except CheckpointError:
+        return False
+    return isinstance(payload, Mapping) and {"model", "optimizer", "config"} <= payload.keys()
+
+
+def _load_official(path: Path, config: str | None, device: str | torch.device) -> SlotContrast:
+    try:
+        state_dict = official_state_dict(path)
+    except CheckpointError:
+        if _is_training_state(path):
+            raise CheckpointError(f"{path} is a training checkpoint (to resume training); run inference on the "
+                                  "model.safetensors that training writes to its log directory") from None
+        raise
+    cfg = load_config(config_path(config or detect_official_config(state_dict)))
+    try:
+        return load_official(state_dict, cfg, device)
+    except RuntimeError as e:
+        if any(k.startswith("encoder.module.backbone.") for k in state_dict):
+            raise
+        raise CheckpointError(f"{path} holds no backbone weights, so the pretrained {cfg.model.encoder.backbone} "
+                              f"is needed and could not be loaded ({e})") from e

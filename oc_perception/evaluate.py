@@ -23,9 +23,10 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from oc_perception.checkpoint import CheckpointError, config_path
+from oc_perception.checkpoint import CheckpointError, config_path, load_model
 from oc_perception.cli import run_or_exit
 from oc_perception.config import Config, ConfigError, load_config
+from oc_perception.devices import resolve_device
 from oc_perception.data.datasets import build_dataloader
 from oc_perception.data.shards import EmptyDatasetError, ShardError
 from oc_perception.metrics import SegmentationMetrics, labels_to_onehot, masks_to_onehot
@@ -103,7 +104,6 @@ def mask_sheet(model: SlotContrast, batch: dict, out: dict, cfg: Config, videos:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from oc_perception.inference import load_model, resolve_device
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("config", help="YAML path or a name in configs/pretrain (its data settings are used)")
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> None:
     def run() -> dict[str, float]:
         cfg = load_config(config_path(args.config), args.overrides)
         device = resolve_device(args.device)
-        model = load_model(args.checkpoint, None, device)
+        model = load_model(args.checkpoint, device)
         cfg.model = model.cfg  # videos are resized and normalised as the checkpoint was trained
         loader = build_dataloader(cfg, args.data_dir, "val")
         sheets = []

@@ -32,7 +32,7 @@ import time
 import uuid
 import warnings
 import zipfile
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -44,16 +44,8 @@ import torch
 from tqdm import tqdm
 
 from oc_perception import viz
-from oc_perception.checkpoint import (
-    CheckpointError,
-    config_path,
-    detect_official_config,
-    load_checkpoint,
-    load_official,
-    load_training_state,
-    official_state_dict,
-)
-from oc_perception.config import load_config
+from oc_perception.checkpoint import load_model
+from oc_perception.devices import resolve_device
 from oc_perception.data.transforms import center_square_box
 from oc_perception.model.slotcontrast import SlotContrast, SlotState
 
@@ -176,78 +168,6 @@ class VideoReader:
 
 
 # ---------------------------------------------------------------------------------------------- model
-
-
-def resolve_device(name: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` -> CUDA when present, else CPU; anything else as ``torch.device``."""
-    if str(name) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def _checkpoint_kind(path: Path) -> str | None:
-    """"safetensors", "torch" (zip or pickle, as ``torch.save`` writes) or None, from the first bytes."""
-    with path.open("rb") as f:
-        head = f.read(9)
-    if len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < path.stat().st_size:
-        return "safetensors"  # 8-byte little-endian header length, then the JSON header
-    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
-        return "torch"
-    return None
-
-
-def load_model(checkpoint: str | os.PathLike, config: str | None = None,
-               device: str | torch.device = "cpu") -> SlotContrast:
-    """Our ``.safetensors`` or an official SlotContrast ``.ckpt`` -> ``SlotContrast`` in eval mode on ``device``.
-
-    ``config`` (a name in configs/pretrain such as ``movi_c``, or a YAML path) is the config of an official
-    checkpoint; by default it is detected from the weights' shapes. Ours hold their config; a ``config``
-    given with one of ours replaces it (the weights must fit it).
-
-    Raises:
-        FileNotFoundError: no such checkpoint or config.
-        CheckpointError: not a checkpoint we know, or weights that do not fit the config.
-    """
-    path = Path(checkpoint)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    kind = _checkpoint_kind(path)
-    if kind is None:
-        raise CheckpointError(f"{path}: unknown checkpoint type; expected an oc-perception .safetensors "
-                              "checkpoint or an official SlotContrast Lightning .ckpt")
-    try:
-        if kind == "safetensors":
-            return load_checkpoint(path, device, load_config(config_path(config)).model if config else None)
-        return _load_official(path, config, device)
-    except RuntimeError as e:  # pretrained backbone weights that cannot be fetched, a device that cannot take it
-        raise CheckpointError(f"{path}: could not load the model ({e})") from e
-
-
-def _is_training_state(path: Path) -> bool:
-    """A checkpoint written by ``oc_perception.train`` to resume training (not a model file)."""
-    try:
-        payload = load_training_state(path)
-    except CheckpointError:
-        return False
-    return isinstance(payload, Mapping) and {"model", "optimizer", "config"} <= payload.keys()
-
-
-def _load_official(path: Path, config: str | None, device: str | torch.device) -> SlotContrast:
-    try:
-        state_dict = official_state_dict(path)
-    except CheckpointError:
-        if _is_training_state(path):
-            raise CheckpointError(f"{path} is a training checkpoint (to resume training); run inference on the "
-                                  "model.safetensors that training writes to its log directory") from None
-        raise
-    cfg = load_config(config_path(config or detect_official_config(state_dict)))
-    try:
-        return load_official(state_dict, cfg, device)
-    except RuntimeError as e:
-        if any(k.startswith("encoder.module.backbone.") for k in state_dict):
-            raise
-        raise CheckpointError(f"{path} holds no backbone weights, so the pretrained {cfg.model.encoder.backbone} "
-                              f"is needed and could not be loaded ({e})") from e
 
 
 # ---------------------------------------------------------------------------------------------- running
@@ -460,7 +380,7 @@ def infer_video(
         if isinstance(checkpoint, SlotContrast):
             model = checkpoint.to(dev).eval()
         else:
-            model = load_model(checkpoint, config, dev)
+            model = load_model(checkpoint, dev, config=config)
         frames, (height, width) = _model_frames(reader, center_crop)
         # Shown at least MIN_VIDEO_SIDE high: masks upsampled bilinearly look better than enlarged pixels.
         size = display_size(height, width, max(model.input_size, viz.MIN_VIDEO_SIDE))

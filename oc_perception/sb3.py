@@ -14,7 +14,7 @@ from gymnasium.vector import VectorEnv
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvObs, VecEnvStepReturn
 
-from oc_perception.wrappers import Checkpoint, SlotEncoder, SlotObs, check_frames, frames_from_observations, take
+from oc_perception.wrappers import Checkpoint, SlotEncoder, SlotObs, check_frames, frames_from_observations, select_obs
 
 
 class VecSlotObservation(VecEnvWrapper):
@@ -69,5 +69,5 @@ class VecSlotObservation(VecEnvWrapper):
         else:
             obs, final = self.encoder.encode(frames, starts=dones)
         for j, i in enumerate(rows):
-            infos[i]["terminal_observation"] = None if final is None else take(final, j)
+            infos[i]["terminal_observation"] = None if final is None else select_obs(final, j)
         return obs, rewards, dones, infos

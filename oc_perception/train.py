@@ -33,12 +33,13 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from oc_perception.cli import run_or_exit
-from oc_perception.checkpoint import (CheckpointError, config_path, load_training_state, save_checkpoint,
-                                      save_step_checkpoint)
+from oc_perception.checkpoint import (CheckpointError, config_path, load_training_state, load_weights,
+                                      save_checkpoint, save_step_checkpoint)
 from oc_perception.config import Config, ConfigError, canonical_config, load_config, to_dict
 from oc_perception.data.clips import FeatureCache, ShardIndex
 from oc_perception.data.datasets import build_dataloader, video_transform
 from oc_perception.data.shards import EmptyDatasetError, ShardError, expand_shards
+from oc_perception.devices import resolve_device
 from oc_perception.evaluate import evaluate
 from oc_perception.model import SlotContrast
 from oc_perception.model.encoder import BackboneWeightsError
@@ -50,7 +51,7 @@ USER_ERRORS = (ConfigError, CheckpointError, ShardError, EmptyDatasetError, File
 
 
 @dataclass
-class Dist:
+class DistInfo:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
@@ -60,22 +61,16 @@ class Dist:
         return self.rank == 0
 
 
-def setup_distributed(device_name: str) -> Dist:
+def setup_distributed(device_name: str) -> DistInfo:
     """torchrun sets RANK/WORLD_SIZE; NCCL on GPUs, gloo on CPUs."""
     if "RANK" not in os.environ:
-        return Dist()
+        return DistInfo()
     use_cuda = device_name in ("auto", "cuda") and torch.cuda.is_available()
     dist.init_process_group("nccl" if use_cuda else "gloo")
-    d = Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
+    d = DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
     if use_cuda:
         torch.cuda.set_device(d.local_rank)
     return d
-
-
-def pick_device(name: str, d: Dist) -> torch.device:
-    if name == "auto":
-        return torch.device(f"cuda:{d.local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    return torch.device(name)
 
 
 def lr_factor(step: int, warmup: int, max_steps: int) -> float:
@@ -145,7 +140,7 @@ def autocast(cfg: Config, device: torch.device):
 
 
 def build_train_loader(cfg: Config, data_dir: str | None, model: SlotContrast, log_dir: Path, start_step: int,
-                       d: Dist, device: torch.device) -> DataLoader:
+                       d: DistInfo, device: torch.device) -> DataLoader:
     """Training batches from ``start_step`` on; with ``data.cache_features`` the frozen features are computed
     once (by rank 0) and read from disk."""
     cache = None
@@ -201,6 +196,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--data-dir", default=None, help="folder the config's shard patterns are relative to")
     ap.add_argument("--log-dir", default=None, help="default runs/<config name>")
     ap.add_argument("--continue", dest="resume", default=None, help="log dir or checkpoint to resume from")
+    ap.add_argument("--init-from", default=None,
+                    help="start from the weights of this model file (ours), with a fresh optimiser and schedule: "
+                         "fine-tuning, e.g. with another loss; the model config must fit the weights")
     ap.add_argument("--overwrite", action="store_true",
                     help="replace the run in --log-dir (its checkpoints and model) instead of refusing")
     args = ap.parse_intermixed_args(argv)  # overrides may come after the options
@@ -220,7 +218,7 @@ def train(args: argparse.Namespace) -> Path:
     log_dir = Path(args.log_dir or (resume_path.parent.parent if resume_path else
                                     Path("runs") / Path(config_path(args.config)).stem))
     d = setup_distributed(cfg.trainer.device)
-    device = pick_device(cfg.trainer.device, d)
+    device = resolve_device(cfg.trainer.device)
     check_precision(cfg, device)
     expand_shards(cfg.data.train_shards, args.data_dir)  # missing shards stop here, before any work
     expand_shards(cfg.data.val_shards, args.data_dir)
@@ -230,6 +228,12 @@ def train(args: argparse.Namespace) -> Path:
         model = SlotContrast(cfg.model).to(device)
     except (ValueError, BackboneWeightsError) as e:  # an inconsistent model config, weights that cannot be had
         raise ConfigError(str(e)) from e
+    init_from = getattr(args, "init_from", None)
+    if init_from is not None:
+        if state is not None:
+            raise ConfigError("--init-from starts a new run from a model's weights; --continue resumes a run: "
+                              "pass one of them")
+        load_weights(model, init_from)
 
     # The log dir is made and locked only now, when every check has passed: a bad command leaves nothing.
     main_rank = contextlib.nullcontext() if not d.main else claim_log_dir(

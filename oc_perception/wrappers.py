@@ -30,7 +30,7 @@ import sys
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, SupportsFloat
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -40,8 +40,7 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv, VectorWrapper
 from gymnasium.vector.utils import batch_space
 
-from oc_perception.checkpoint import DEFAULT_CHECKPOINTS, default_checkpoint, load_checkpoint
-from oc_perception.dynamics import DynamicsPredictor, SlotDynamics
+from oc_perception.checkpoint import DEFAULT_CHECKPOINTS, load_model
 from oc_perception.model.slotcontrast import SlotContrast, SlotState
 
 __all__ = [
@@ -101,16 +100,12 @@ def check_frames(frames: np.ndarray | Sequence[Any], source: str) -> np.ndarray:
     return frames
 
 
-def take(obs: SlotObs, index: Any) -> SlotObs:
+def select_obs(obs: SlotObs, index: Any) -> SlotObs:
     """Rows ``index`` of a batched slot observation (array or dict of arrays)."""
     return {k: v[index] for k, v in obs.items()} if isinstance(obs, dict) else obs[index]
 
 
 # ---------------------------------------------------------------------------------------------------- model
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def _registered_id(env: gym.Env) -> str | None:
     """The id of one of our envs with a bundled checkpoint, from ``env.spec`` or the registry.
 
@@ -126,22 +121,6 @@ def _registered_id(env: gym.Env) -> str | None:
         if entry is cls or (isinstance(entry, functools.partial) and cls in entry.args):
             return env_id
     return None
-
-
-def load_model(checkpoint: Checkpoint, device: str | torch.device | None, env_id: str | None) -> SlotContrast:
-    """The slot model: ``checkpoint`` as a loaded model, a path, or None for the bundled one of ``env_id``.
-
-    A model is used as it is (callers put it in eval mode), moved only when ``device`` is given; a path or the
-    bundled checkpoint loads on ``device``, by default CUDA when available, else CPU.
-    """
-    if isinstance(checkpoint, SlotContrast):
-        return checkpoint if device is None else checkpoint.to(device)
-    if checkpoint is None:
-        if env_id is None:
-            raise ValueError("checkpoint=None loads the bundled checkpoint of one of our env ids "
-                             f"({', '.join(DEFAULT_CHECKPOINTS)}), but this env has no id; pass checkpoint=PATH")
-        checkpoint = default_checkpoint(env_id)
-    return load_checkpoint(checkpoint, device if device is not None else default_device())
 
 
 def resolve_dtype(dtype: torch.dtype | str | None, device: torch.device) -> torch.dtype | None:
@@ -183,7 +162,7 @@ class SlotEncoder:
     def __init__(self, checkpoint: Checkpoint = None, device: str | torch.device | None = None,
                  include_masks: bool = False, dtype: torch.dtype | str | None = None, compile: bool = False,
                  env_id: str | None = None) -> None:
-        self.model = load_model(checkpoint, device, env_id)
+        self.model = load_model(checkpoint, device, env_id=env_id)
         self.device = self.model.device
         self.include_masks = include_masks
         self.dtype = resolve_dtype(dtype, self.device)
@@ -239,7 +218,7 @@ class SlotEncoder:
             out, state = self._step(self.model.preprocess(frames), state, decode=self.include_masks)
             self._state = state.select(slice(None, n))
             obs = self._to_numpy(out)
-        return take(obs, slice(None, n)), (take(obs, slice(n, None)) if frames.shape[0] > n else None)
+        return select_obs(obs, slice(None, n)), (select_obs(obs, slice(n, None)) if frames.shape[0] > n else None)
 
     def _to_numpy(self, out: dict[str, torch.Tensor]) -> SlotObs:
         slots = out["slots"].float().cpu().numpy()
@@ -290,44 +269,28 @@ class SlotObservation(gym.ObservationWrapper[SlotObs, Any, Any], gym.utils.Recor
         include_masks: add the decoder masks (runs the decoder, which costs more than a small backbone on CPU).
         dtype: autocast dtype on GPU (``torch.bfloat16`` or ``"bfloat16"``); on CPU the model runs in float32.
         compile: ``torch.compile`` the model's step.
-        dynamics: a ``SlotDynamics`` or its file: each step then adds ``info["predicted_slots"]``
-            [horizon, K, D], the slots of the next ``horizon`` frames (assuming the last action is repeated).
-        horizon: frames predicted by ``dynamics``.
 
     Raises:
         ValueError: the env gives no RGB frames (the message names the fix).
     """
 
     def __init__(self, env: gym.Env, checkpoint: Checkpoint = None, device: str | torch.device | None = None,
-                 include_masks: bool = False, dtype: torch.dtype | str | None = None, compile: bool = False,
-                 dynamics: SlotDynamics | str | Path | None = None, horizon: int = 10) -> None:
-        _record_args(self, checkpoint, device=device, include_masks=include_masks, dtype=dtype, compile=compile,
-                     dynamics=dynamics, horizon=horizon)
+                 include_masks: bool = False, dtype: torch.dtype | str | None = None, compile: bool = False) -> None:
+        _record_args(self, checkpoint, device=device, include_masks=include_masks, dtype=dtype, compile=compile)
         gym.ObservationWrapper.__init__(self, env)
         self._frames_from_obs = frames_from_observations(env.observation_space, env.render_mode)
         self.encoder = SlotEncoder(checkpoint, device, include_masks, dtype, compile, env_id=_registered_id(env))
         self.observation_space = self.encoder.observation_space
-        self.predictor = None if dynamics is None else DynamicsPredictor(dynamics, horizon, self.encoder.device)
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[SlotObs, dict]:
         self.encoder.reset(1)
-        obs, info = super().reset(seed=seed, options=options)
-        if self.predictor is not None:
-            self.predictor.reset()
-            info["predicted_slots"] = self.predictor.update(obs)
-        return obs, info
-
-    def step(self, action: Any) -> tuple[SlotObs, SupportsFloat, bool, bool, dict[str, Any]]:
-        obs, reward, terminated, truncated, info = super().step(action)
-        if self.predictor is not None:
-            info["predicted_slots"] = self.predictor.update(obs, action)
-        return obs, reward, terminated, truncated, info
+        return super().reset(seed=seed, options=options)
 
     def observation(self, observation: Any) -> SlotObs:
         frame = observation if self._frames_from_obs else self.env.render()
         source = "the observation" if self._frames_from_obs else "env.render()"
         obs, _ = self.encoder.encode(check_frames([frame], source))
-        return take(obs, 0)
+        return select_obs(obs, 0)
 
 
 class VectorSlotObservation(VectorWrapper):
@@ -409,7 +372,7 @@ class VectorSlotObservation(VectorWrapper):
         if rows.size:
             final_obs = np.full(self.num_envs, None, dtype=object)
             for j, i in enumerate(rows):
-                final_obs[i] = None if final is None else take(final, j)
+                final_obs[i] = None if final is None else select_obs(final, j)
             infos = {**infos, "final_obs": final_obs}
         return obs, rewards, terminations, truncations, infos
 

@@ -15,7 +15,8 @@ from conftest import REPO, tiny_overrides
 from oc_perception import SlotContrast, viz
 from oc_perception.checkpoint import CheckpointError, save_checkpoint, save_training_state
 from oc_perception.config import load_config
-from oc_perception.inference import VideoError, VideoReader, infer_video, load_model, main, run_inference
+from oc_perception.checkpoint import load_model
+from oc_perception.inference import VideoError, VideoReader, infer_video, main, run_inference
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 from inference_memory import measure, moving_squares  # noqa: E402

@@ -83,7 +83,7 @@ def test_restart_uses_first_frame_iterations(model):
     """A restarted row runs 3 iterations from the initial slots, not 2: the result differs from 2 iterations."""
     video = random_video(model, b=1, t=1)
     with torch.no_grad():
-        inputs = model.feature_mlp(model.encode(video[:, 0])[0])
+        inputs = model.feature_mlp(model.encode_frames(video[:, 0])[0])
         two, _ = model.slot_attention(model.initial_slots, inputs, 2)
         out, _ = model.step(video[:, 0], model.init_state(1))
     assert not torch.allclose(out["slots"], two, atol=1e-4)

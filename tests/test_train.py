@@ -165,3 +165,19 @@ def test_evaluate_cli_reproduces_training_validation(data_dir, tmp_path, capsys)
     with pytest.raises(SystemExit) as exit_info:
         evaluate_main(["configs/pretrain/shapes.yml", "--checkpoint", str(tmp_path / "missing.safetensors")])
     assert exit_info.value.code == 2 and "checkpoint not found" in capsys.readouterr().err
+
+
+def test_init_from_starts_a_new_run_from_a_models_weights(data_dir, tmp_path, capsys):
+    run(data_dir, tmp_path / "base", steps=2)
+    base = load_checkpoint(tmp_path / "base" / "model.safetensors")
+    # One step at warm-up factor 0 leaves the weights as loaded: the new run starts exactly from the model.
+    run(data_dir, tmp_path / "tuned", extra=["--init-from", str(tmp_path / "base" / "model.safetensors"),
+                                             "model.loss.ss_weight=0.1"], steps=1)
+    tuned = load_checkpoint(tmp_path / "tuned" / "model.safetensors")
+    for key, value in base.state_dict().items():
+        assert torch.equal(value, tuned.state_dict()[key]), key
+    assert tuned.cfg.loss.ss_weight == 0.1
+    with pytest.raises(SystemExit):
+        run(data_dir, tmp_path / "both", extra=["--init-from", str(tmp_path / "base" / "model.safetensors")],
+            resume=tmp_path / "base")
+    assert "pass one of them" in capsys.readouterr().err

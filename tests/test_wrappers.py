@@ -154,12 +154,13 @@ def test_slots_match_clip_forward_and_reset_restarts(model):
 
 def test_dynamics_predicts_the_next_slots(model):
     """With dynamics, info["predicted_slots"] is the rollout of the slots seen so far and the actions taken."""
-    from oc_perception.dynamics import SlotDynamics
+    from oc_perception.dynamics import SlotDynamics, SlotPrediction
 
     torch.manual_seed(0)
     dynamics = SlotDynamics(D, num_layers=1, hidden_dim=16, history=3, action_dim=3)
     torch.nn.init.normal_(dynamics.out_proj.weight, std=0.1)  # not the copy-last identity of a fresh model
-    env = SlotObservation(TinyImageEnv("rgb_array", max_len=50), checkpoint=model, dynamics=dynamics, horizon=4)
+    env = SlotPrediction(SlotObservation(TinyImageEnv("rgb_array", max_len=50), checkpoint=model), dynamics,
+                         horizon=4)
     obs, info = env.reset(seed=2)
     slots, actions = [obs], []
     for action in (1, 2, 0, 1):
@@ -217,7 +218,7 @@ def test_model_instance_and_dtype_are_recorded(model):
 def test_default_checkpoint_from_entry_point_wrappers(ckpt, monkeypatch):
     # gym.make sets env.spec only after the entry point returns: the id is found through the registry.
     monkeypatch.setitem(wrappers_module.DEFAULT_CHECKPOINTS, TEST_ID, "tiny.safetensors")
-    monkeypatch.setattr(wrappers_module, "default_checkpoint", {TEST_ID: ckpt}.__getitem__)
+    monkeypatch.setattr("oc_perception.checkpoint.default_checkpoint", {TEST_ID: ckpt}.__getitem__)
     env = gym.make(TEST_ID, wrappers=[functools.partial(SlotObservation, device="cpu")])
     assert env.reset(seed=0)[0].shape == (K, D)
 
@@ -242,9 +243,18 @@ def test_slot_consistency_on_our_envs(ckpt):
     # Outside TimeLimit (oc_perception.make puts the wrappers there), so truncated episodes report too.
     env = SlotConsistency(make("oc/ShapesPush-v0", max_episode_steps=5,
                                wrappers=[functools.partial(SlotObservation, checkpoint=ckpt, include_masks=True)]))
-    env.reset(seed=0)
-    infos = [env.step(0)[-1] for _ in range(5)]
-    assert "slot_consistency" not in infos[-2] and infos[-1]["slot_consistency"]["identity_switches"] >= 0
+    obs, info = env.reset(seed=0)
+    masks, segs = [obs["masks"]], [info["segmentation"]]
+    infos = []
+    for _ in range(5):
+        obs, _, _, _, info = env.step(0)
+        masks.append(obs["masks"])
+        segs.append(info["segmentation"])
+        infos.append(info)
+    assert "slot_consistency" not in infos[-2]
+    # The wrapper reports what the statistics of the episode's own masks and segmentations are.
+    expected = slot_identity_stats(np.stack(masks), np.stack(segs))
+    assert infos[-1]["slot_consistency"] == pytest.approx(expected)
 
 
 def test_cartpole_renders_frames(ckpt):
@@ -255,9 +265,21 @@ def test_cartpole_renders_frames(ckpt):
     assert env.observation_space.contains(env.step(0)[0])
 
 
-def test_compile_is_accepted(model):
+def test_compile_is_accepted(model, monkeypatch):
+    compiled = []
+
+    def fake_compile(fn):  # compiling for real takes minutes on a CPU: check the wrapper uses what compile gives
+        def wrapped(*args, **kwargs):
+            compiled.append(args[0].shape)
+            return fn(*args, **kwargs)
+        return wrapped
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
     env = SlotObservation(TinyImageEnv("rgb_array"), checkpoint=model, compile=True)
-    assert env.encoder._step is not model.step
+    env.reset(seed=0)
+    env.step(env.action_space.sample())
+    assert len(compiled) == 2, "every frame goes through the compiled step"
+    monkeypatch.undo()
     if not torch.cuda.is_available():
         pytest.skip("compiling on CPU is slow; the compiled step runs in the GPU tests")
     env = SlotObservation(TinyImageEnv("rgb_array"), checkpoint=model, device="cuda", compile=True,

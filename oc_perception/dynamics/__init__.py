@@ -8,6 +8,6 @@ See docs/dynamics.md.
 """
 
 from oc_perception.dynamics.model import SlotDynamics, load_dynamics, save_dynamics
-from oc_perception.dynamics.predictor import DynamicsPredictor
+from oc_perception.dynamics.predictor import DynamicsPredictor, SlotPrediction
 
-__all__ = ["DynamicsPredictor", "SlotDynamics", "load_dynamics", "save_dynamics"]
+__all__ = ["DynamicsPredictor", "SlotDynamics", "SlotPrediction", "load_dynamics", "save_dynamics"]

@@ -35,7 +35,8 @@ from oc_perception.checkpoint import CheckpointError
 from oc_perception.dynamics.data import DataError, load_meta, load_split
 from oc_perception.dynamics.model import (SlotDynamics, load_dynamics, read_dynamics_metadata, repeat_last,
                                           rollout_dataset)
-from oc_perception.inference import load_model, resolve_device
+from oc_perception.checkpoint import load_model
+from oc_perception.devices import resolve_device
 from oc_perception.metrics import SegmentationMetrics, masks_to_onehot
 from oc_perception.model.slotcontrast import SlotContrast
 

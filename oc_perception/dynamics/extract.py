@@ -35,7 +35,8 @@ from oc_perception.checkpoint import CheckpointError, default_checkpoint
 from oc_perception.data.generate import OUR_POLICY, load_policy, make_env, record_episode
 from oc_perception.data.shards import ShardError, expand_shards, iter_videos, segmentation_to_labels
 from oc_perception.dynamics.data import SPLITS, save_meta, save_split
-from oc_perception.inference import load_model, resolve_device
+from oc_perception.checkpoint import load_model
+from oc_perception.devices import resolve_device
 from oc_perception.model.slotcontrast import SlotContrast
 
 

@@ -15,6 +15,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import torch
 
@@ -90,3 +91,32 @@ class DynamicsPredictor:
         self._slots.append(slots)
         history = torch.stack(list(self._slots))[None]  # [1, T, K, D]
         return self.model.rollout(history, actions, self.horizon)[0].float().cpu().numpy()
+
+
+class SlotPrediction(gym.Wrapper[Any, Any, Any, Any], gym.utils.RecordConstructorArgs):
+    """Add ``info["predicted_slots"]`` [horizon, K, D] to every reset and step: the slots of the next ``horizon``
+    frames, rolled out by a slot dynamics model from the slots seen so far (the last action assumed repeated).
+
+    Apply it outside ``SlotObservation``: ``SlotPrediction(SlotObservation(env), "dynamics.safetensors")``.
+
+    Args:
+        env: an env whose observations are slots ``[K, D]`` (or a dict with ``"slots"``).
+        dynamics: a ``SlotDynamics`` or its file.
+        horizon: frames predicted.
+        device: where a loaded dynamics model runs (default CPU; a given model stays where it is).
+    """
+
+    def __init__(self, env: gym.Env, dynamics: SlotDynamics | str | Path, horizon: int = 10,
+                 device: str | torch.device | None = None) -> None:
+        gym.utils.RecordConstructorArgs.__init__(self, dynamics=dynamics, horizon=horizon, device=device)
+        gym.Wrapper.__init__(self, env)
+        self.predictor = DynamicsPredictor(dynamics, horizon, device)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict]:
+        obs, info = self.env.reset(seed=seed, options=options)
+        self.predictor.reset()
+        return obs, {**info, "predicted_slots": self.predictor.update(obs)}
+
+    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        return obs, reward, terminated, truncated, {**info, "predicted_slots": self.predictor.update(obs, action)}

@@ -40,7 +40,8 @@ from oc_perception.dynamics.config import DynamicsConfig, load_dynamics_config
 from oc_perception.dynamics.data import DataError, load_meta, load_split
 from oc_perception.dynamics.model import (SlotDynamics, repeat_last, rollout_dataset, save_dynamics,
                                           teacher_forcing_windows)
-from oc_perception.train import Dist, lr_factor, pick_device, resolve_resume, rng_states, set_rng_states
+from oc_perception.devices import resolve_device
+from oc_perception.train import lr_factor, resolve_resume, rng_states, set_rng_states
 
 USER_ERRORS = (ConfigError, CheckpointError, DataError, FileNotFoundError)
 
@@ -146,7 +147,7 @@ def train(args: argparse.Namespace) -> Path:
     val_actions = None if val_actions is None else val_actions[: cfg.data.val_max_episodes]
     log_dir = Path(args.log_dir or (resume_path.parent.parent if resume_path else
                                     Path("runs") / f"dynamics_{config_file.stem}"))
-    device = pick_device(cfg.trainer.device, Dist())
+    device = resolve_device(cfg.trainer.device)
 
     # ---------------------------------------------------------------- model, optimiser, schedule
     torch.manual_seed(cfg.trainer.seed)

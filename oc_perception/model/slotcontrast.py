@@ -162,7 +162,7 @@ class SlotContrast(nn.Module):
             raise ValueError(f"{name}: holds NaN or inf values; the slot state was left unchanged. Check the "
                              "frame source (normalised frames come from model.preprocess on uint8 RGB)")
 
-    def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode_frames(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """images [N, 3, S, S] -> (features [N, P, F], reconstruction target [N, P_target, F_target]):
         the features, RGB patches (MLP decoder) or RGB pixels at the broadcast decoder's side."""
         features = self.encoder(images)
@@ -198,7 +198,7 @@ class SlotContrast(nn.Module):
         """
         self._check_images(video, "video", 5)
         b, t = video.shape[:2]
-        features, target = self.encode(rearrange(video, "b t c h w -> (b t) c h w"))
+        features, target = self.encode_frames(rearrange(video, "b t c h w -> (b t) c h w"))
         features = rearrange(features, "(b t) p f -> b t p f", b=b, t=t)
         target = rearrange(target, "(b t) p f -> b t p f", b=b, t=t)
         return self.forward_features(features, target, state)
@@ -223,7 +223,7 @@ class SlotContrast(nn.Module):
         state = self.init_state(b) if state is None else state
         steps = []
         for i in range(t):
-            out, state = self._recur(inputs[:, i], state)
+            out, state = self._frame_update(inputs[:, i], state)
             steps.append(out)
         result = {key: torch.stack([o[key] for o in steps], dim=1) for key in steps[0]}  # [B, T, ...]
         positions = result.get("positions")
@@ -285,7 +285,7 @@ class SlotContrast(nn.Module):
         return SlotState(slots.detach(), torch.ones(batch_size, dtype=torch.bool, device=slots.device),
                          None if positions is None else positions.detach())
 
-    def _recur(self, inputs: torch.Tensor, state: SlotState) -> tuple[dict[str, torch.Tensor], SlotState]:
+    def _frame_update(self, inputs: torch.Tensor, state: SlotState) -> tuple[dict[str, torch.Tensor], SlotState]:
         """One frame of the recurrence. inputs [B, P, D] (after the feature MLP)."""
         sa = self.cfg.slot_attention
         first = state.is_first
@@ -324,8 +324,8 @@ class SlotContrast(nn.Module):
         self._check_images(frame, "frame", 4)
         if state.slots.shape[0] != frame.shape[0]:
             raise ValueError(f"state holds {state.slots.shape[0]} streams but the frame batch has {frame.shape[0]}")
-        features, _ = self.encode(frame)
-        out, state = self._recur(self.feature_mlp(features), state)
+        features, _ = self.encode_frames(frame)
+        out, state = self._frame_update(self.feature_mlp(features), state)
         if decode:
             out["reconstruction"], out["decoder_masks"] = self.decoder(out["slots"], out.get("positions"))
         return out, state
