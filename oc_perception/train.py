@@ -207,6 +207,9 @@ def main(argv: list[str] | None = None) -> None:
 
 def train(args: argparse.Namespace) -> Path:
     # ---------------------------------------------------------------- config, resume, checks (no work yet)
+    if getattr(args, "init_from", None) and args.resume:
+        raise ConfigError("--init-from starts a new run from a model's weights; --continue resumes a run: "
+                          "pass one of them")
     resume_path = resolve_resume(args.resume) if args.resume else None
     state = load_training_state(resume_path) if resume_path else None
     cfg = load_config(config_path(args.config), args.overrides)
@@ -230,9 +233,6 @@ def train(args: argparse.Namespace) -> Path:
         raise ConfigError(str(e)) from e
     init_from = getattr(args, "init_from", None)
     if init_from is not None:
-        if state is not None:
-            raise ConfigError("--init-from starts a new run from a model's weights; --continue resumes a run: "
-                              "pass one of them")
         load_weights(model, init_from)
 
     # The log dir is made and locked only now, when every check has passed: a bad command leaves nothing.
