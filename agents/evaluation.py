@@ -13,7 +13,7 @@ from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.type_aliases import PolicyPredictor
 from stable_baselines3.common.vec_env import VecEnv
 
-from oc_perception import viz
+from oc_perception import io
 from oc_perception.inference import render_panels, run_inference
 from oc_perception.model.slotcontrast import SlotContrast
 
@@ -69,4 +69,4 @@ def record_episode(agent: PolicyPredictor, env: gym.Env, path: str | Path, seed:
         masks = torch.cat([chunk.masks for chunk in run_inference(perception, frames)])  # [T, K, P]
         video = render_panels(video, masks, video.shape[1:3])
     fps = env.metadata.get("render_fps", 10)
-    return viz.write_video(path, video, fps=fps)
+    return io.write_video(path, video, fps=fps)

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from oc_perception import SlotContrast, viz
+from oc_perception import SlotContrast, io
 from oc_perception.checkpoint import save_checkpoint
 from oc_perception.config import load_config
 
@@ -79,7 +79,7 @@ def measure(frame_counts: list[int], size: int = 128, chunk: int = 16) -> dict[i
         torch.manual_seed(0)
         checkpoint = save_checkpoint(SlotContrast(load_config(None, TINY_CNN).model), Path(tmp) / "tiny.safetensors")
         for n in frame_counts:
-            video = viz.write_video(Path(tmp) / f"video_{n}.mp4", moving_squares(n, size, size), fps=25, scale=1)
+            video = io.write_video(Path(tmp) / f"video_{n}.mp4", moving_squares(n, size, size), fps=25, scale=1)
             cmd = [sys.executable, __file__, "--child", str(checkpoint), str(video), tmp, "--chunk", str(chunk)]
             run = subprocess.run(cmd, capture_output=True, text=True, check=True)
             results[n] = json.loads(run.stdout.strip().splitlines()[-1])

@@ -21,7 +21,8 @@ from tqdm import tqdm
 
 import envs  # noqa: F401  (registers the ids)
 from envs.policies import ExplorationPolicy, scripted_solver
-from oc_perception.viz import VideoWriter, compose_panels, label_colors
+from oc_perception.io import VideoWriter
+from oc_perception.viz import compose_panels, label_colors
 
 
 def compose(frame: np.ndarray, segmentation: np.ndarray) -> np.ndarray:

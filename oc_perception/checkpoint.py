@@ -2,7 +2,7 @@
 Lightning checkpoints.
 
 Our model files hold the weights and the model config, so ``load_checkpoint(path)`` needs nothing else.
-Every write goes to a temporary file first and is renamed into place: a crash never leaves half a file.
+Every write goes through ``io.atomic_write`` (a temporary file renamed into place): a crash never leaves half a file.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -22,6 +21,7 @@ from safetensors.torch import load_file, save_file
 
 from oc_perception.config import Config, ConfigError, ModelConfig, load_config, model_config_from_dict, to_dict
 from oc_perception.devices import resolve_device
+from oc_perception.io import atomic_write
 from oc_perception.model.slotcontrast import SlotContrast
 
 FORMAT = "oc-perception/slotcontrast-v1"
@@ -76,23 +76,6 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be read or does not fit the model it is loaded into."""
 
 
-def _atomic_write(path: Path, write) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a checkpoint is meant to be shared
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
-
-
 def weights_digest(state: Mapping[str, torch.Tensor]) -> str:
     """SHA-256 over every tensor's name, dtype, shape and bytes (in key order): damage anywhere changes it."""
     h = hashlib.sha256()
@@ -129,7 +112,7 @@ def save_checkpoint(model: SlotContrast, path: str | Path, include_backbone: boo
         state = {k: v for k, v in state.items() if not k.startswith("encoder.")}
     meta = {"format": FORMAT, "config": json.dumps(to_dict(model.cfg)), "weights_sha256": weights_digest(state),
             **(metadata or {})}
-    return _atomic_write(Path(path), lambda tmp: save_file(state, tmp, metadata=meta))
+    return atomic_write(Path(path), lambda tmp: save_file(state, tmp, metadata=meta))
 
 
 def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -328,7 +311,7 @@ def config_path(name: str | Path, group: str = "pretrain") -> Path:
 
 def save_training_state(path: str | Path, payload: dict[str, Any]) -> Path:
     """Write a training checkpoint (model, optimizer, scheduler, step, RNG states) atomically with torch.save."""
-    return _atomic_write(Path(path), lambda tmp: torch.save(payload, tmp))
+    return atomic_write(Path(path), lambda tmp: torch.save(payload, tmp))
 
 
 def save_step_checkpoint(log_dir: str | Path, step: int, payload: dict[str, Any], keep_last: int) -> Path:

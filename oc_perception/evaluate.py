@@ -132,9 +132,9 @@ def main(argv: list[str] | None = None) -> None:
 
         results = evaluate(model, loader, cfg, device, tuple(args.masks), on_batch=keep_first)
         if sheets:
-            from oc_perception import viz
+            from oc_perception import io
 
-            viz.save_png(args.overlays, sheets[0])
+            io.save_png(args.overlays, sheets[0])
         return results
 
     results = run_or_exit(run, errors=(ConfigError, CheckpointError, ShardError, EmptyDatasetError,

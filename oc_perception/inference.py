@@ -3,7 +3,7 @@
     python -m oc_perception.inference --checkpoint model.safetensors --video clip.mov \\
         --out clip_slots.mp4 --slots-out clip_slots.npz
 
-Any file FFmpeg reads is decoded frame by frame, each frame goes through ``model.preprocess`` (the training
+Any file FFmpeg reads is decoded frame by frame (``oc_perception.io.VideoReader``), each frame goes through ``model.preprocess`` (the training
 input size and normalisation), and the streaming model runs over chunks of ``--chunk`` frames, carrying its
 state from chunk to chunk: memory is that of one chunk whatever the video's length. Outputs are written
 as they are produced: an mp4 of [frame | slot-colour overlay | per-slot panels] and an ``.npz`` with
@@ -25,146 +25,25 @@ import argparse
 import contextlib
 import itertools
 import os
-import shutil
 import sys
-import tempfile
 import time
-import uuid
-import warnings
-import zipfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import IO, Any
+from typing import Any
 
-import av
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from oc_perception import viz
 from oc_perception.checkpoint import load_model
+from oc_perception.io import MIN_VIDEO_SIDE, NpzStreamWriter, VideoReader, VideoWriter
 from oc_perception.devices import resolve_device
 from oc_perception.data.transforms import center_square_box
 from oc_perception.model.slotcontrast import SlotContrast, SlotState
 
 DEFAULT_FPS = 10.0  # output frame rate when the input does not state one
-
-
-class VideoError(ValueError):
-    """A video that cannot be used: not a video FFmpeg reads, no video stream, or no decodable frame."""
-
-
-# ---------------------------------------------------------------------------------------------- reading
-
-
-@dataclass(frozen=True)
-class VideoInfo:
-    """The first video stream as its container describes it (before decoding)."""
-
-    width: int
-    height: int
-    fps: float | None  # average frame rate; None when unknown
-    num_frames: int | None  # None when the container does not say
-
-
-class VideoReader:
-    """Iterates uint8 RGB frames ``[H, W, 3]`` of the first video stream of any file FFmpeg reads, decoding
-    one frame at a time.
-
-    A video that breaks part-way (truncated or corrupt data) yields the frames decoded before the break
-    with a warning and sets ``complete = False``; one with no decodable frame raises ``VideoError``.
-    Frames that change size mid-stream are scaled to the first frame's size.
-
-    One pass: iterating again continues where the first pass stopped.
-
-    Args:
-        path: video file.
-        max_frames: stop after this many frames (None: all).
-    """
-
-    def __init__(self, path: str | os.PathLike, max_frames: int | None = None) -> None:
-        if max_frames is not None and max_frames < 1:
-            raise ValueError(f"max_frames must be >= 1, got {max_frames}")
-        self.path = Path(path)
-        if self.path.is_dir():
-            raise VideoError(f"{self.path} is a directory, not a video file; pass one video file")
-        if not self.path.is_file():
-            raise FileNotFoundError(f"video not found: {self.path}")
-        try:
-            self._container = av.open(str(self.path))
-        except av.FFmpegError as e:
-            raise VideoError(f"{self.path} is not a video FFmpeg can read ({e.strerror or e})") from e
-        if not self._container.streams.video:
-            self._container.close()
-            raise VideoError(f"{self.path} has no video stream")
-        self._stream = self._container.streams.video[0]
-        self._stream.thread_type = "AUTO"  # frame- and slice-threaded decoding
-        rate, frames = self._stream.average_rate, self._stream.frames
-        self.info = VideoInfo(self._stream.width, self._stream.height, float(rate) if rate else None,
-                              frames or None)
-        # Some containers (Matroska/WebM) state no frame count, only a duration: estimate the count from it so
-        # a truncated file is still noticed.
-        self.estimated_frames = None if frames else self._frames_from_duration()
-        self.max_frames = max_frames
-        self.frames_read = 0
-        self.complete = True
-
-    def _frames_from_duration(self) -> int | None:
-        rate = self.info.fps
-        if not rate:
-            return None
-        stream = self._stream
-        if stream.duration and stream.time_base:
-            seconds = float(stream.duration * stream.time_base)
-        elif self._container.duration:
-            seconds = self._container.duration / av.time_base
-        else:
-            return None
-        return max(1, int(round(seconds * rate)))
-
-    @property
-    def expected_frames(self) -> int | None:
-        """Frames this reader will yield if the video is intact (None when unknown)."""
-        known = [n for n in (self.info.num_frames, self.max_frames) if n is not None]
-        return min(known) if known else None
-
-    def __iter__(self) -> Iterator[np.ndarray]:
-        size = {"width": self.info.width, "height": self.info.height}
-        frames = itertools.islice(self._container.decode(self._stream), self.max_frames)
-        try:
-            for frame in frames:
-                yield frame.to_ndarray(format="rgb24", **size)
-                self.frames_read += 1
-        except av.FFmpegError as e:
-            if self.frames_read == 0:
-                raise VideoError(f"{self.path}: no frame could be decoded ({e.strerror or e})") from e
-            self._warn_incomplete(f"decoding failed after {self.frames_read} frames ({e.strerror or e})")
-            return
-        if self.frames_read == 0:
-            raise VideoError(f"{self.path}: the video stream holds no frame")
-        if self.info.num_frames is not None and self.frames_read < self.expected_frames:
-            self._warn_incomplete(f"only {self.frames_read} of {self.info.num_frames} frames could be decoded")
-        elif self.estimated_frames is not None and self.max_frames is None \
-                and self.frames_read < self.estimated_frames - 1:  # one frame of slack for rounding
-            self._warn_incomplete(f"only {self.frames_read} of about {self.estimated_frames} frames (from the "
-                                  "container's duration) could be decoded")
-
-    def _warn_incomplete(self, reason: str) -> None:
-        self.complete = False
-        warnings.warn(f"{self.path}: {reason}; the video is truncated or corrupt, keeping the frames "
-                      "decoded so far", stacklevel=3)
-
-    def close(self) -> None:
-        self._container.close()
-
-    def __enter__(self) -> "VideoReader":
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
 
 
 # ---------------------------------------------------------------------------------------------- model
@@ -243,68 +122,6 @@ def render_panels(frames: np.ndarray, masks: torch.Tensor, size: tuple[int, int]
 # ---------------------------------------------------------------------------------------------- npz output
 
 
-class NpzStreamWriter:
-    """Builds an ``.npz`` from arrays appended chunk by chunk along their first axis, with the memory of one
-    chunk (``np.savez`` needs whole arrays): parts are spooled to temporary files and copied into the zip
-    (stored, as ``np.savez`` does) by ``close()``, which writes ``path`` atomically."""
-
-    def __init__(self, path: str | os.PathLike) -> None:
-        self.path = Path(path)
-        self._parts: dict[str, tuple[IO[bytes], np.dtype, tuple[int, ...]]] = {}
-        self._rows: dict[str, int] = {}
-
-    def append(self, **arrays: np.ndarray) -> None:
-        """Append each array ``[N, ...]`` to the one of that name (same dtype and trailing shape each time)."""
-        for name, array in arrays.items():
-            array = np.ascontiguousarray(array)
-            if name not in self._parts:
-                self._parts[name] = (tempfile.TemporaryFile(), array.dtype, array.shape[1:])
-                self._rows[name] = 0
-            file, dtype, tail = self._parts[name]
-            if (array.dtype, array.shape[1:]) != (dtype, tail):
-                raise ValueError(f"{self.path}: '{name}' was {dtype} [N, {tail}], got {array.dtype} {array.shape}")
-            file.write(array.tobytes())
-            self._rows[name] += len(array)
-
-    def _assemble(self, target: Path) -> None:
-        with zipfile.ZipFile(target, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
-            for name, (file, dtype, tail) in self._parts.items():
-                header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False,
-                          "shape": (self._rows[name], *tail)}
-                with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
-                    np.lib.format.write_array_header_1_0(member, header)
-                    file.seek(0)
-                    shutil.copyfileobj(file, member)
-
-    def close(self) -> Path:
-        """Write ``path`` (through a temporary file renamed into place) and drop the parts; returns the path."""
-        tmp = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex[:12]}.part")
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._assemble(tmp)
-            os.replace(tmp, self.path)
-        finally:
-            tmp.unlink(missing_ok=True)
-            self.abort()
-        return self.path
-
-    def abort(self) -> None:
-        """Drop the parts without writing anything."""
-        for file, _, _ in self._parts.values():
-            file.close()
-        self._parts.clear()
-
-    def __enter__(self) -> "NpzStreamWriter":
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
-
-
 # ---------------------------------------------------------------------------------------------- entry points
 
 
@@ -349,7 +166,7 @@ def infer_video(
 
     Args:
         out: mp4 (or gif) of [frame | overlay | per-slot panels], frames shown at the model's input height
-            (at least ``viz.MIN_VIDEO_SIDE`` pixels) with their aspect ratio.
+            (at least ``MIN_VIDEO_SIDE`` pixels) with their aspect ratio.
         slots_out: ``.npz`` with ``slots`` float32 [T, K, D] and ``masks`` float16 [T, K, h, w].
         config: config name or YAML path, see ``load_model`` (official checkpoints: detected by default).
         chunk: frames per forward; memory grows with it, results do not change.
@@ -375,7 +192,7 @@ def infer_video(
     with contextlib.ExitStack() as stack:
         reader = stack.enter_context(VideoReader(video, max_frames))
         # Outputs before the model: a bad output path fails before a slow checkpoint load.
-        writer = stack.enter_context(viz.VideoWriter(out, fps or reader.info.fps or DEFAULT_FPS)) if out else None
+        writer = stack.enter_context(VideoWriter(out, fps or reader.info.fps or DEFAULT_FPS)) if out else None
         arrays = stack.enter_context(NpzStreamWriter(slots_out)) if slots_out else None
         if isinstance(checkpoint, SlotContrast):
             model = checkpoint.to(dev).eval()
@@ -383,7 +200,7 @@ def infer_video(
             model = load_model(checkpoint, dev, config=config)
         frames, (height, width) = _model_frames(reader, center_crop)
         # Shown at least MIN_VIDEO_SIDE high: masks upsampled bilinearly look better than enlarged pixels.
-        size = display_size(height, width, max(model.input_size, viz.MIN_VIDEO_SIDE))
+        size = display_size(height, width, max(model.input_size, MIN_VIDEO_SIDE))
         bar = stack.enter_context(tqdm(total=reader.expected_frames, unit="frame", disable=not progress,
                                        desc=Path(video).name))
         start = time.perf_counter()

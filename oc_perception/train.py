@@ -14,15 +14,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import math
 import os
-import random
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.distributed as dist
 import yaml
@@ -30,7 +26,6 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from torch.utils.tensorboard import SummaryWriter
-from tqdm import tqdm
 
 from oc_perception.cli import run_or_exit
 from oc_perception.checkpoint import (CheckpointError, config_path, load_training_state, load_weights,
@@ -44,6 +39,7 @@ from oc_perception.evaluate import evaluate
 from oc_perception.model import SlotContrast
 from oc_perception.model.encoder import BackboneWeightsError
 from oc_perception.rundir import claim_log_dir
+from oc_perception.trainer import TrainLoop, adam_with_schedule, resolve_resume, restore, rng_states
 
 # Errors that stop a run with one line: bad config, data, or checkpoint. (A ValueError only counts while
 # setting up, so a bug in the loop still shows its traceback.)
@@ -73,13 +69,6 @@ def setup_distributed(device_name: str) -> DistInfo:
     return d
 
 
-def lr_factor(step: int, warmup: int, max_steps: int) -> float:
-    """Linear warmup to 1 over ``warmup`` steps, then 0.5 ** ((step - warmup) / (max_steps - warmup))."""
-    if step < warmup:
-        return step / warmup
-    return 0.5 ** ((step - warmup) / max(1, max_steps - warmup))
-
-
 class TrainStep(nn.Module):
     """Batch -> losses, as one module so DistributedDataParallel syncs gradients on either input path."""
 
@@ -93,37 +82,6 @@ class TrainStep(nn.Module):
         else:
             out = self.model(batch["video"])
         return self.model.loss(out, batch.get("segmentation"))
-
-
-def resolve_resume(path: str) -> Path:
-    """A log dir (-> its latest checkpoint) or a checkpoint file."""
-    p = Path(path)
-    if p.is_dir():
-        ckpts = sorted((p / "checkpoints").glob("step_*.pt"))
-        if not ckpts:
-            raise FileNotFoundError(f"--continue {p}: no checkpoints/step_*.pt in that log dir")
-        return ckpts[-1]
-    if not p.is_file():
-        raise FileNotFoundError(f"--continue {p}: no such checkpoint file or log dir")
-    return p
-
-
-def rng_states() -> dict:
-    _, keys, pos, has_gauss, cached = np.random.get_state()
-    states = {"torch": torch.get_rng_state(), "python": random.getstate(),
-              "numpy": [torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached]}
-    if torch.cuda.is_available():
-        states["cuda"] = torch.cuda.get_rng_state_all()
-    return states
-
-
-def set_rng_states(states: dict) -> None:
-    torch.set_rng_state(states["torch"])
-    random.setstate(states["python"])
-    keys, pos, has_gauss, cached = states["numpy"]
-    np.random.set_state(("MT19937", keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-    if "cuda" in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
 
 
 def check_precision(cfg: Config, device: torch.device) -> None:
@@ -239,23 +197,12 @@ def train(args: argparse.Namespace) -> Path:
     main_rank = contextlib.nullcontext() if not d.main else claim_log_dir(
         log_dir, resuming=state is not None, overwrite=getattr(args, "overwrite", False))
     with main_rank:
-        # ---------------------------------------------------------------- optimiser, schedule
+        # ---------------------------------------------------------------- optimiser, schedule, resume
         params = [p for p in model.parameters() if p.requires_grad]
-        optim = torch.optim.Adam(params, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas), eps=cfg.optim.eps,
-                                 weight_decay=cfg.optim.weight_decay)
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            optim, lambda s: lr_factor(s, cfg.optim.warmup_steps, cfg.trainer.max_steps))
+        optim, sched = adam_with_schedule(params, cfg.optim, cfg.trainer.max_steps)
         step = 0
-        if state is not None:
-            # The frozen backbone is rebuilt (same seed, same pretrained weights), not stored.
-            missing, unexpected = model.load_state_dict(state["model"], strict=False)
-            if unexpected or any(not k.startswith("encoder.backbone.") for k in missing):
-                raise CheckpointError(f"{resume_path} does not fit the model: missing {missing}, "
-                                      f"unexpected {unexpected}")
-            optim.load_state_dict(state["optimizer"])
-            sched.load_state_dict(state["scheduler"])
-            step = state["step"]
-            set_rng_states(state["rng"])
+        if state is not None:  # the frozen backbone is rebuilt (same seed, same pretrained weights), not stored
+            step = restore(state, model, optim, sched, resume_path, lambda k: k.startswith("encoder.backbone."))
         train_step = TrainStep(model)
         if d.world_size > 1:
             train_step = DistributedDataParallel(train_step,
@@ -273,39 +220,17 @@ def train(args: argparse.Namespace) -> Path:
         # ---------------------------------------------------------------- loop
         model.train()
         batches = iter(train_loader)
-        bar = tqdm(total=cfg.trainer.max_steps, initial=step, desc="train", disable=not d.main,
-                   dynamic_ncols=True)
-        start_time, start_step = time.perf_counter(), step
-        while step < cfg.trainer.max_steps:
+
+        def compute_losses(_: int) -> dict[str, torch.Tensor]:
             batch = {k: v.to(device, non_blocking=True) for k, v in next(batches).items()}
             with autocast(cfg, device):
-                losses = train_step(batch)
-            optim.zero_grad(set_to_none=True)
-            losses["loss_total"].backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
-            optim.step()
-            sched.step()
-            step += 1
-            if not math.isfinite(losses["loss_total"].item()):
-                raise FloatingPointError(f"loss is {losses['loss_total'].item()} at step {step}")
-            bar.update(1)
-            if d.main and (step % cfg.trainer.log_every == 0 or step == 1):
-                for k, v in losses.items():
-                    writer.add_scalar(f"train/{k}", v.item(), step)
-                writer.add_scalar("train/lr", sched.get_last_lr()[0], step)
-                writer.add_scalar("train/grad_norm", grad_norm.item(), step)
-                rate = (step - start_step) / max(time.perf_counter() - start_time, 1e-9)  # this process's steps
-                writer.add_scalar("train/steps_per_s", rate, step)
-                bar.set_postfix(loss=f"{losses['loss_total'].item():.4f}")
-            last = step == cfg.trainer.max_steps
-            if d.main and (step % cfg.trainer.val_every == 0 or last):
-                results = validate(model, val_loader, cfg, device, writer, step)
-                for k, v in results.items():
-                    writer.add_scalar(k, v, step)
-                bar.write(f"step {step}: " + ", ".join(f"{k[4:]} {v:.4f}" for k, v in sorted(results.items())))
-            if d.main and (step % cfg.trainer.ckpt_every == 0 or last):
-                save_training_checkpoint(log_dir, model, optim, sched, step, cfg)
-        bar.close()
+                return train_step(batch)
+
+        TrainLoop(params, optim, sched, cfg.trainer, cfg.optim.grad_clip, writer).run(
+            step, compute_losses,
+            validate=lambda s: validate(model, val_loader, cfg, device, writer, s),
+            save=lambda s: save_training_checkpoint(log_dir, model, optim, sched, s, cfg),
+            describe=lambda results: ", ".join(f"{k[4:]} {v:.4f}" for k, v in sorted(results.items())))
         if d.main:
             writer.close()
         if d.world_size > 1:

@@ -1,35 +1,28 @@
-"""Slot-mask pictures and videos: colour overlays, per-slot panels, side-by-side composition, mp4/gif files
-and TensorBoard videos. Shared by training, inference, agents and dynamics.
+"""Slot-mask pictures: colour overlays, per-slot panels, side-by-side composition and TensorBoard videos.
+Shared by training, inference, agents and dynamics; files (mp4/gif/PNG) are written by ``oc_perception.io``.
 
 Shapes: ``T`` frames of ``H x W`` pixels, ``K`` slots, ``P = h * w`` patches. Frames are uint8 RGB
 ``[T, H, W, 3]``, numpy or torch; every function that returns pixels returns a numpy uint8 array, ready for
-:func:`write_video`. Masks are soft (softmax over slots, e.g. ``out["decoder_masks"]``) at any resolution;
+:func:`oc_perception.io.write_video`. Masks are soft (softmax over slots, e.g. ``out["decoder_masks"]``) at any resolution;
 they are resized bilinearly, as the metrics do (the argmax of :func:`upsample_masks` is
 :func:`oc_perception.metrics.masks_to_labels`).
 
     masks = masks_to_grid(out["decoder_masks"][0])               # [T, K, P] -> [T, K, h, w]
     video = compose_panels(frames, overlay_masks(frames, masks), slot_grid(frames, masks))
-    write_video("slots.mp4", video, fps=10)
+    io.write_video("slots.mp4", video, fps=10)
 """
 
 from __future__ import annotations
 
 import functools
 import math
-import os
-import uuid
 from collections.abc import Sequence
-from fractions import Fraction
-from pathlib import Path
-from types import TracebackType
 from typing import Any
 
-import av
 import numpy as np
 import torch
 import torch.nn.functional as F
 from einops import rearrange
-from PIL import Image
 
 from oc_perception.data.transforms import check_rgb_uint8, resize_labels
 
@@ -49,8 +42,6 @@ PALETTE.flags.writeable = False
 _PALETTE_T = torch.tensor(PALETTE)  # a copy: torch cannot wrap a read-only array
 
 BOUNDARY_COLOR = (255, 255, 255)
-MIN_VIDEO_SIDE = 256  # videos are enlarged to at least this many pixels (write_video's scale, inference)
-MAX_VIDEO_SIDE = 4096  # automatic upscaling stops here (libx264 refuses very wide frames)
 
 
 # ---------------------------------------------------------------------------------------------- inputs
@@ -222,138 +213,6 @@ def compose_panels(*videos: ArrayLike, gap: int = 2) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------- files
-
-
-def _enlarge(frames: np.ndarray, scale: int) -> np.ndarray:
-    """Nearest-neighbour upscaling by an integer factor (keeps mask pixels sharp)."""
-    if scale == 1:
-        return frames
-    return frames.repeat(scale, axis=1).repeat(scale, axis=2)
-
-
-def _pad_even(frames: np.ndarray) -> np.ndarray:
-    """Pad [T, H, W, 3] with black to even H and W (yuv420p halves the chroma resolution)."""
-    h, w = frames.shape[1:3]
-    return np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)))
-
-
-class VideoWriter:
-    """Streams frames into an ``.mp4`` (H.264, yuv420p) or ``.gif``; the file appears only when complete.
-
-    Frames go to a temporary file beside ``path``, renamed into place by ``close()``; an exception inside
-    ``with VideoWriter(...)`` removes it instead. mp4 frames are encoded as they arrive (memory of a chunk);
-    gif frames are kept until ``close()`` (Pillow writes a gif in one go, so keep gifs short).
-
-    Args:
-        path: output file; the extension picks the format.
-        fps: frames per second.
-        scale: integer nearest-neighbour upscaling; ``None`` picks the smallest that makes the shorter
-            side at least ``MIN_VIDEO_SIDE`` pixels, so 64-pixel env frames stay watchable.
-    """
-
-    FORMATS = (".mp4", ".gif")
-
-    def __init__(self, path: str | os.PathLike, fps: float = 10.0, scale: int | None = None) -> None:
-        self.path = Path(path)
-        self.suffix = self.path.suffix.lower()
-        if self.suffix not in self.FORMATS:
-            raise ValueError(f"{self.path}: unsupported video format; use one of {', '.join(self.FORMATS)}")
-        if fps <= 0 or (scale is not None and scale < 1):
-            raise ValueError(f"VideoWriter: need fps > 0 and scale >= 1, got fps={fps}, scale={scale}")
-        self.fps, self.scale = fps, scale
-        self._tmp: Path | None = None  # the partial file, created by the first write
-        self._size: tuple[int, int] | None = None  # (H, W) of the input frames, fixed by the first write
-        self._container: Any = None
-        self._stream: Any = None
-        self._gif: list[Image.Image] = []
-        self.frames_written = 0
-
-    def write(self, frames: ArrayLike) -> None:
-        """Append uint8 RGB frames ``[T, H, W, 3]`` (or one frame ``[H, W, 3]``); all of one size."""
-        x = _frames(frames[None] if np.ndim(frames) == 3 else frames).numpy()
-        if self._size is None:
-            self._open(x.shape[1:3])
-        elif x.shape[1:3] != self._size:
-            raise ValueError(f"{self.path}: frame size {x.shape[1:3]} differs from the first frames' {self._size}")
-        x = _pad_even(_enlarge(x, self.scale)) if self.suffix == ".mp4" else _enlarge(x, self.scale)
-        for frame in x:
-            if self.suffix == ".gif":
-                self._gif.append(Image.fromarray(frame).quantize(256))
-            else:
-                self._container.mux(self._stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-        self.frames_written += len(x)
-
-    def _open(self, size: tuple[int, int]) -> None:
-        self._size = size
-        if self.scale is None:  # enlarge small frames, but never past what encoders take on the long side
-            self.scale = max(1, min(math.ceil(MIN_VIDEO_SIDE / min(size)), MAX_VIDEO_SIDE // max(size)))
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # A unique hidden name beside the target (not mkstemp, whose 0600 mode would stay on the video).
-        self._tmp = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex[:12]}.part")
-        if self.suffix == ".mp4":
-            # faststart: the index goes first, so browsers play the file while it downloads
-            self._container = av.open(str(self._tmp), "w", format="mp4", options={"movflags": "+faststart"})
-            self._stream = self._container.add_stream("libx264", rate=Fraction(self.fps).limit_denominator(1001))
-            height, width = (s * self.scale for s in size)
-            self._stream.height, self._stream.width = height + height % 2, width + width % 2
-            self._stream.pix_fmt = "yuv420p"
-            # crf 18: near-lossless, thin mask boundaries survive; veryfast: encoding keeps up with the model
-            self._stream.options = {"crf": "18", "preset": "veryfast"}
-
-    def close(self) -> Path:
-        """Finish the file and move it into place; returns its path."""
-        if self.frames_written == 0:
-            self.abort()
-            raise ValueError(f"{self.path}: no frames were written")
-        try:
-            if self.suffix == ".gif":
-                duration = round(1000 / self.fps)
-                self._gif[0].save(self._tmp, format="GIF", save_all=True, append_images=self._gif[1:],
-                                  duration=duration, loop=0)
-                self._gif = []
-            else:
-                self._container.mux(self._stream.encode(None))  # flush the encoder's delayed frames
-                self._container.close()
-                self._container = None
-            os.replace(self._tmp, self.path)
-        finally:
-            self.abort()
-        return self.path
-
-    def abort(self) -> None:
-        """Drop the partial file (nothing is written at ``path``)."""
-        if self._container is not None:
-            self._container.close()
-            self._container = None
-        if self._tmp is not None:
-            self._tmp.unlink(missing_ok=True)
-
-    def __enter__(self) -> "VideoWriter":
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
-
-
-def save_png(path: str | os.PathLike, image: ArrayLike) -> Path:
-    """Write a uint8 RGB image ``[H, W, 3]`` as PNG, atomically (a temporary file renamed into place)."""
-    from oc_perception.checkpoint import _atomic_write
-
-    array = np.asarray(image)
-    if array.dtype != np.uint8 or array.ndim != 3 or array.shape[-1] != 3:
-        raise ValueError(f"save_png: expected uint8 RGB [H, W, 3], got {array.dtype} {array.shape}")
-    return _atomic_write(Path(path), lambda tmp: Image.fromarray(array).save(tmp, format="PNG"))
-
-
-def write_video(path: str | os.PathLike, frames: ArrayLike, fps: float = 10.0, scale: int | None = None) -> Path:
-    """Write uint8 RGB frames ``[T, H, W, 3]`` to an ``.mp4`` or ``.gif`` atomically (see :class:`VideoWriter`)."""
-    with VideoWriter(path, fps, scale) as writer:
-        writer.write(frames)
-    return writer.path
 
 
 # ---------------------------------------------------------------------------------------------- TensorBoard

@@ -12,11 +12,12 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from conftest import REPO, tiny_overrides
-from oc_perception import SlotContrast, viz
+from oc_perception import SlotContrast, io
 from oc_perception.checkpoint import CheckpointError, save_checkpoint, save_training_state
 from oc_perception.config import load_config
 from oc_perception.checkpoint import load_model
-from oc_perception.inference import VideoError, VideoReader, infer_video, main, run_inference
+from oc_perception.inference import infer_video, main, run_inference
+from oc_perception.io import VideoError, VideoReader
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 from inference_memory import measure, moving_squares  # noqa: E402
@@ -40,7 +41,7 @@ def moov_end(data: bytes) -> int:
 
 @pytest.fixture(scope="module")
 def video(tmp_path_factory):
-    return viz.write_video(tmp_path_factory.mktemp("video") / "squares.mp4", moving_squares(T, 48, 80), fps=8, scale=1)
+    return io.write_video(tmp_path_factory.mktemp("video") / "squares.mp4", moving_squares(T, 48, 80), fps=8, scale=1)
 
 
 def save_tiny(folder, backbone: str):
@@ -111,7 +112,7 @@ def test_bad_videos(cnn_checkpoint, video, tmp_path):
 
 def test_truncated_video_keeps_the_decoded_prefix(cnn_checkpoint, tmp_path):
     noise = np.random.default_rng(0).integers(0, 256, (T, 48, 80, 3), dtype=np.uint8)  # frames of similar size
-    data = viz.write_video(tmp_path / "noise.mp4", noise, scale=1).read_bytes()
+    data = io.write_video(tmp_path / "noise.mp4", noise, scale=1).read_bytes()
     cut = tmp_path / "cut.mp4"
     cut.write_bytes(data[: moov_end(data) + (len(data) - moov_end(data)) * 3 // 4])  # index first: a prefix decodes
     with pytest.warns(UserWarning, match="truncated or corrupt, keeping the frames decoded so far"):

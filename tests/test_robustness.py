@@ -19,11 +19,12 @@ import torch
 from safetensors import safe_open
 
 from conftest import REPO, tiny_overrides
-from oc_perception import SlotContrast, viz
+from oc_perception import SlotContrast, io
 from oc_perception.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from oc_perception.config import ConfigError, load_config
 from oc_perception.data.shards import write_shards
-from oc_perception.inference import VideoReader, check_output_paths, display_size, infer_video
+from oc_perception.inference import check_output_paths, display_size, infer_video
+from oc_perception.io import VideoReader
 from oc_perception.model.encoder import BackboneWeightsError, ViTEncoder
 from oc_perception.rundir import LOCK_NAME, LogDirBusy, claim_log_dir
 from oc_perception.train import main as train_main
@@ -219,7 +220,7 @@ def test_inference_outputs_never_replace_inputs_or_each_other(tmp_path):
 
 
 def test_directory_as_video_and_truncated_mkv(tmp_path):
-    from oc_perception.inference import VideoError
+    from oc_perception.io import VideoError
 
     with pytest.raises(VideoError, match="is a directory"):
         VideoReader(tmp_path)
@@ -246,7 +247,7 @@ def test_directory_as_video_and_truncated_mkv(tmp_path):
 def test_extreme_aspect_videos_render(tmp_path):
     assert max(display_size(16, 1024, 256)) <= 1024
     frames = np.random.default_rng(0).integers(0, 256, (3, 4, 256, 3), dtype=np.uint8)  # 1:64
-    src = viz.write_video(tmp_path / "wide.mp4", frames, fps=5, scale=1)
+    src = io.write_video(tmp_path / "wide.mp4", frames, fps=5, scale=1)
     summary = infer_video(tiny_model(), src, out=tmp_path / "wide_slots.mp4", progress=False)
     assert summary["frames"] == 3 and (tmp_path / "wide_slots.mp4").is_file()
 

@@ -15,7 +15,8 @@ from safetensors.torch import load_file
 from conftest import REPO, tiny_overrides
 from oc_perception.checkpoint import load_checkpoint, load_training_state
 from oc_perception.data.shards import write_shards
-from oc_perception.train import lr_factor, main
+from oc_perception.train import main
+from oc_perception.trainer import lr_factor
 
 
 def moving_squares(n: int, t: int = 8, size: int = 32, seed: int = 0):

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from oc_perception import viz
+from oc_perception import io, viz
 from oc_perception.metrics import masks_to_labels
 
 
@@ -99,7 +99,7 @@ def test_label_colors():
 
 def test_write_mp4_round_trip(tmp_path):
     frames = random_frames(t=12, h=33, w=47)
-    path = viz.write_video(tmp_path / "v.mp4", frames, fps=12, scale=1)
+    path = io.write_video(tmp_path / "v.mp4", frames, fps=12, scale=1)
     video = decode(path)
     assert video.shape == (12, 34, 48, 3)  # padded to even dimensions
     with av.open(str(path)) as container:
@@ -110,27 +110,27 @@ def test_write_mp4_round_trip(tmp_path):
 def test_write_video_scales_tiny_frames(tmp_path):
     frames = np.zeros((2, 20, 30, 3), np.uint8)
     frames[:, :10] = 255
-    video = decode(viz.write_video(tmp_path / "v.mp4", frames))
+    video = decode(io.write_video(tmp_path / "v.mp4", frames))
     assert video.shape == (2, 260, 390, 3)  # x13: the short side reaches MIN_VIDEO_SIDE
     assert video[:, :120].min() > 240 and video[:, 140:].max() < 15  # nearest: the edge stays sharp
 
 
 def test_write_gif(tmp_path):
-    path = viz.write_video(tmp_path / "v.gif", random_frames(t=5), fps=5, scale=2)
+    path = io.write_video(tmp_path / "v.gif", random_frames(t=5), fps=5, scale=2)
     with Image.open(path) as gif:
         assert (gif.n_frames, gif.size, gif.info["duration"]) == (5, (48, 32), 200)
 
 
 def test_failed_or_unsupported_writes_leave_nothing(tmp_path):
-    with pytest.raises(RuntimeError, match="boom"), viz.VideoWriter(tmp_path / "v.mp4") as writer:
+    with pytest.raises(RuntimeError, match="boom"), io.VideoWriter(tmp_path / "v.mp4") as writer:
         writer.write(random_frames())
         raise RuntimeError("boom")
     with pytest.raises(ValueError, match="unsupported video format"):
-        viz.VideoWriter(tmp_path / "v.avi")
+        io.VideoWriter(tmp_path / "v.avi")
     with pytest.raises(ValueError, match="no frames"):
-        viz.write_video(tmp_path / "v.mp4", np.zeros((0, 8, 8, 3), np.uint8))
+        io.write_video(tmp_path / "v.mp4", np.zeros((0, 8, 8, 3), np.uint8))
     with pytest.raises(ValueError, match="expected uint8 RGB"):
-        viz.write_video(tmp_path / "v.mp4", np.zeros((2, 8, 8, 3), np.float32))
+        io.write_video(tmp_path / "v.mp4", np.zeros((2, 8, 8, 3), np.float32))
     assert list(tmp_path.iterdir()) == []
 
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from oc_perception.checkpoint import _atomic_write
+from oc_perception.io import atomic_write
 
 SPLITS = ("train", "val")
 
@@ -66,8 +66,8 @@ def save_split(data_dir: str | Path, split: str, arrays: dict[str, np.ndarray]) 
         with open(tmp, "wb") as f:  # a file object: np.savez would append ".npz" to the temporary name
             np.savez_compressed(f, **arrays)
 
-    return _atomic_write(Path(data_dir) / f"{split}.npz", write)
+    return atomic_write(Path(data_dir) / f"{split}.npz", write)
 
 
 def save_meta(data_dir: str | Path, meta: dict[str, Any]) -> Path:
-    return _atomic_write(Path(data_dir) / "meta.json", lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2)))
+    return atomic_write(Path(data_dir) / "meta.json", lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2)))

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from oc_perception import viz
+from oc_perception import io, viz
 from oc_perception.cli import run_or_exit
 from oc_perception.checkpoint import CheckpointError
 from oc_perception.dynamics.data import DataError, load_meta, load_split
@@ -209,7 +209,7 @@ def run(args: argparse.Namespace) -> dict:
     (out / "metrics.json").write_text(json.dumps(figures, indent=2))
     plot(figures, out / "metrics.png")
     if args.videos > 0:
-        viz.write_video(out / "rollouts.mp4", rollout_video(perception, data, rows, burn_in, args.videos), fps=4)
+        io.write_video(out / "rollouts.mp4", rollout_video(perception, data, rows, burn_in, args.videos), fps=4)
     print(table(figures))
     late = figures["mse_reduction_vs_copy_last"][min(4, horizon - 1):]
     print(f"\nFG-ARI at step {horizon}: dynamics {figures['dynamics']['fg_ari'][-1]:.3f}, perception "

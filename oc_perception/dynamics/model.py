@@ -24,7 +24,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from oc_perception.checkpoint import CheckpointError, _atomic_write
+from oc_perception.checkpoint import CheckpointError
+from oc_perception.io import atomic_write
 
 FORMAT = "oc-perception/slotdynamics-v1"
 
@@ -189,7 +190,7 @@ def save_dynamics(model: SlotDynamics, path: str | Path, metadata: Mapping[str, 
     """Write the model as safetensors with its constructor arguments (and ``metadata``) inside, atomically."""
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     meta = {"format": FORMAT, "config": json.dumps(model.hparams), **(metadata or {})}
-    return _atomic_write(Path(path), lambda tmp: save_file(state, tmp, metadata=meta))
+    return atomic_write(Path(path), lambda tmp: save_file(state, tmp, metadata=meta))
 
 
 def read_dynamics_metadata(path: str | Path) -> dict[str, str]:

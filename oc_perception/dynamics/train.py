@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +29,6 @@ import torch
 import torch.nn.functional as F
 import yaml
 from torch.utils.tensorboard import SummaryWriter
-from tqdm import tqdm
 
 from oc_perception.cli import run_or_exit
 from oc_perception.checkpoint import CheckpointError, config_path, load_training_state, save_step_checkpoint
@@ -41,7 +38,8 @@ from oc_perception.dynamics.data import DataError, load_meta, load_split
 from oc_perception.dynamics.model import (SlotDynamics, repeat_last, rollout_dataset, save_dynamics,
                                           teacher_forcing_windows)
 from oc_perception.devices import resolve_device
-from oc_perception.train import lr_factor, resolve_resume, rng_states, set_rng_states
+from oc_perception.rundir import claim_log_dir
+from oc_perception.trainer import TrainLoop, adam_with_schedule, resolve_resume, restore, rng_states
 
 USER_ERRORS = (ConfigError, CheckpointError, DataError, FileNotFoundError)
 
@@ -116,6 +114,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--data", default=None, help="extracted trajectories (default: the config's data.dir)")
     ap.add_argument("--log-dir", default=None, help="default runs/dynamics_<config name>")
     ap.add_argument("--continue", dest="resume", default=None, help="log dir or checkpoint to resume from")
+    ap.add_argument("--overwrite", action="store_true", help="replace the run in --log-dir instead of refusing")
     args = ap.parse_intermixed_args(argv)  # overrides may come after the options
     run_or_exit(train, args, errors=USER_ERRORS)
 
@@ -149,65 +148,33 @@ def train(args: argparse.Namespace) -> Path:
                                     Path("runs") / f"dynamics_{config_file.stem}"))
     device = resolve_device(cfg.trainer.device)
 
-    # ---------------------------------------------------------------- model, optimiser, schedule
+    # ---------------------------------------------------------------- model, optimiser, schedule, resume
     torch.manual_seed(cfg.trainer.seed)
     model = build_model(cfg, meta).to(device)
     params = list(model.parameters())
-    optim = torch.optim.Adam(params, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas), eps=cfg.optim.eps,
-                             weight_decay=cfg.optim.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        optim, lambda s: lr_factor(s, cfg.optim.warmup_steps, cfg.trainer.max_steps))
-    step = 0
-    if state is not None:
-        try:
-            model.load_state_dict(state["model"])
-        except RuntimeError as e:
-            raise CheckpointError(f"{resume_path} does not fit the model: {e}") from e
-        optim.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        step = state["step"]
-        set_rng_states(state["rng"])
-    writer = SummaryWriter(log_dir, purge_step=step if step else None)
-    (log_dir / "config.yml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    print(f"training dynamics {config_file.stem} on {device}: {len(train_slots)} trajectories, slots "
-          f"{tuple(train_slots.shape[2:])}, actions {model.action_dim or 'none'}: {log_dir}"
-          + (f" (resumed at step {step})" if step else ""), file=sys.stderr)
+    optim, sched = adam_with_schedule(params, cfg.optim, cfg.trainer.max_steps)
+    with claim_log_dir(log_dir, resuming=state is not None, overwrite=getattr(args, "overwrite", False)):
+        step = 0 if state is None else restore(state, model, optim, sched, resume_path)
+        writer = SummaryWriter(log_dir, purge_step=step if step else None)
+        (log_dir / "config.yml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        print(f"training dynamics {config_file.stem} on {device}: {len(train_slots)} trajectories, slots "
+              f"{tuple(train_slots.shape[2:])}, actions {model.action_dim or 'none'}: {log_dir}"
+              + (f" (resumed at step {step})" if step else ""), file=sys.stderr)
 
-    # ---------------------------------------------------------------- loop
-    model.train()
-    bar = tqdm(total=cfg.trainer.max_steps, initial=step, desc="train", dynamic_ncols=True)
-    start_time, start_step = time.perf_counter(), step
-    while step < cfg.trainer.max_steps:
-        rng = np.random.default_rng([cfg.trainer.seed, step])  # clips depend on the step only: exact resume
-        clip, actions = sample_clips(train_slots, train_actions, length, cfg.data.batch_size, rng)
-        batch_losses = losses(model, clip.to(device), None if actions is None else actions.to(device), cfg)
-        optim.zero_grad(set_to_none=True)
-        batch_losses["loss_total"].backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
-        optim.step()
-        sched.step()
-        step += 1
-        if not math.isfinite(batch_losses["loss_total"].item()):
-            raise FloatingPointError(f"loss is {batch_losses['loss_total'].item()} at step {step}")
-        bar.update(1)
-        if step % cfg.trainer.log_every == 0 or step == 1:
-            for k, v in batch_losses.items():
-                writer.add_scalar(f"train/{k}", v.item(), step)
-            writer.add_scalar("train/lr", sched.get_last_lr()[0], step)
-            writer.add_scalar("train/grad_norm", grad_norm.item(), step)
-            writer.add_scalar("train/steps_per_s", (step - start_step) / max(time.perf_counter() - start_time, 1e-9),
-                              step)
-            bar.set_postfix(loss=f"{batch_losses['loss_total'].item():.4g}")
-        last = step == cfg.trainer.max_steps
-        if step % cfg.trainer.val_every == 0 or last:
-            results = validate(model, val_slots, val_actions, cfg)
-            for k, v in results.items():
-                writer.add_scalar(k, v, step)
-            bar.write(f"step {step}: val mse {results['val/mse']:.4g} (copy-last {results['val/copy_last_mse']:.4g})")
-        if step % cfg.trainer.ckpt_every == 0 or last:
-            save_training_checkpoint(log_dir, model, optim, sched, step, cfg, meta)
-    bar.close()
-    writer.close()
+        # ---------------------------------------------------------------- loop
+        model.train()
+
+        def compute_losses(step: int) -> dict[str, torch.Tensor]:
+            rng = np.random.default_rng([cfg.trainer.seed, step])  # clips depend on the step only: exact resume
+            clip, actions = sample_clips(train_slots, train_actions, length, cfg.data.batch_size, rng)
+            return losses(model, clip.to(device), None if actions is None else actions.to(device), cfg)
+
+        TrainLoop(params, optim, sched, cfg.trainer, cfg.optim.grad_clip, writer).run(
+            step, compute_losses,
+            validate=lambda s: validate(model, val_slots, val_actions, cfg),
+            save=lambda s: save_training_checkpoint(log_dir, model, optim, sched, s, cfg, meta),
+            describe=lambda r: f"val mse {r['val/mse']:.4g} (copy-last {r['val/copy_last_mse']:.4g})")
+        writer.close()
     return log_dir
 
 

@@ -1,0 +1,138 @@
+"""What the training scripts share (pretraining ``oc_perception.train`` and ``oc_perception.dynamics.train``):
+resume points, RNG state, the learning-rate schedule, and the loop skeleton with logging, validation,
+checkpoints and a progress bar. Each script keeps its own story (data, model, losses) top to bottom.
+
+    optim, sched = adam_with_schedule(params, cfg.optim, cfg.trainer.max_steps)
+    step = restore(state, model, optim, sched) if state else 0
+    TrainLoop(params, optim, sched, cfg.trainer, cfg.optim.grad_clip, writer).run(
+        step, compute_losses, validate, save_checkpoint, describe)
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from oc_perception.checkpoint import CheckpointError
+
+
+def lr_factor(step: int, warmup: int, max_steps: int) -> float:
+    """Linear warmup to 1 over ``warmup`` steps, then 0.5 ** ((step - warmup) / (max_steps - warmup))."""
+    if step < warmup:
+        return step / warmup
+    return 0.5 ** ((step - warmup) / max(1, max_steps - warmup))
+
+
+def adam_with_schedule(params: Sequence[torch.nn.Parameter], optim_cfg: Any, max_steps: int):
+    """Adam from ``optim_cfg`` (lr, betas, eps, weight_decay, warmup_steps) and its :func:`lr_factor` schedule."""
+    optim = torch.optim.Adam(params, lr=optim_cfg.lr, betas=tuple(optim_cfg.betas), eps=optim_cfg.eps,
+                             weight_decay=optim_cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda s: lr_factor(s, optim_cfg.warmup_steps, max_steps))
+    return optim, sched
+
+
+def resolve_resume(path: str) -> Path:
+    """A log dir (-> its latest checkpoint) or a checkpoint file."""
+    p = Path(path)
+    if p.is_dir():
+        ckpts = sorted((p / "checkpoints").glob("step_*.pt"))
+        if not ckpts:
+            raise FileNotFoundError(f"--continue {p}: no checkpoints/step_*.pt in that log dir")
+        return ckpts[-1]
+    if not p.is_file():
+        raise FileNotFoundError(f"--continue {p}: no such checkpoint file or log dir")
+    return p
+
+
+def rng_states() -> dict:
+    _, keys, pos, has_gauss, cached = np.random.get_state()
+    states = {"torch": torch.get_rng_state(), "python": random.getstate(),
+              "numpy": [torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached]}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: dict) -> None:
+    torch.set_rng_state(states["torch"])
+    random.setstate(states["python"])
+    keys, pos, has_gauss, cached = states["numpy"]
+    np.random.set_state(("MT19937", keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def restore(state: dict, model: torch.nn.Module, optim, sched, source: Path,
+            allow_missing: Callable[[str], bool] = lambda key: False) -> int:
+    """Load a training state (model, optimiser, schedule, RNG) to continue exactly; returns its step.
+
+    ``allow_missing(key)``: model keys that may be absent (a frozen backbone, rebuilt rather than stored).
+    """
+    missing, unexpected = model.load_state_dict(state["model"], strict=False)
+    missing = [k for k in missing if not allow_missing(k)]
+    if missing or unexpected:
+        raise CheckpointError(f"{source} does not fit the model: missing {missing}, unexpected {unexpected}")
+    optim.load_state_dict(state["optimizer"])
+    sched.load_state_dict(state["scheduler"])
+    set_rng_states(state["rng"])
+    return int(state["step"])
+
+
+class TrainLoop:
+    """Optimiser steps from ``step`` to ``trainer_cfg.max_steps``: gradient clipping, the schedule, a stop on a
+    non-finite loss, scalars every ``log_every`` steps (losses, lr, grad norm, and the steps/s of this process,
+    right after a resume too), validation every ``val_every`` and checkpoints every ``ckpt_every`` steps (and at
+    the last), with a progress bar. ``writer`` None (non-main DDP ranks): no logging, validation or checkpoints.
+    """
+
+    def __init__(self, params: Sequence[torch.nn.Parameter], optim, sched, trainer_cfg: Any, grad_clip: float,
+                 writer: Any | None) -> None:
+        self.params, self.optim, self.sched = list(params), optim, sched
+        self.cfg, self.grad_clip, self.writer = trainer_cfg, grad_clip, writer
+
+    def run(self, step: int, compute_losses: Callable[[int], dict[str, torch.Tensor]],
+            validate: Callable[[int], dict[str, float]], save: Callable[[int], Any],
+            describe: Callable[[dict[str, float]], str]) -> int:
+        """``compute_losses(step)`` -> losses with ``loss_total``; ``validate(step)`` -> scalars to log;
+        ``save(step)`` writes a checkpoint; ``describe(results)`` is the line printed after validation."""
+        cfg, main = self.cfg, self.writer is not None
+        bar = tqdm(total=cfg.max_steps, initial=step, desc="train", disable=not main, dynamic_ncols=True)
+        start_time, start_step = time.perf_counter(), step
+        while step < cfg.max_steps:
+            losses = compute_losses(step)
+            self.optim.zero_grad(set_to_none=True)
+            losses["loss_total"].backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip)
+            self.optim.step()
+            self.sched.step()
+            step += 1
+            total = losses["loss_total"].item()
+            if not math.isfinite(total):
+                raise FloatingPointError(f"loss is {total} at step {step}")
+            bar.update(1)
+            if main and (step % cfg.log_every == 0 or step == 1):
+                for key, value in losses.items():
+                    self.writer.add_scalar(f"train/{key}", value.item(), step)
+                self.writer.add_scalar("train/lr", self.sched.get_last_lr()[0], step)
+                self.writer.add_scalar("train/grad_norm", grad_norm.item(), step)
+                rate = (step - start_step) / max(time.perf_counter() - start_time, 1e-9)  # this process's steps
+                self.writer.add_scalar("train/steps_per_s", rate, step)
+                bar.set_postfix(loss=f"{total:.4g}")
+            last = step == cfg.max_steps
+            if main and (step % cfg.val_every == 0 or last):
+                results = validate(step)
+                for key, value in results.items():
+                    self.writer.add_scalar(key, value, step)
+                bar.write(f"step {step}: {describe(results)}")
+            if main and (step % cfg.ckpt_every == 0 or last):
+                save(step)
+        bar.close()
+        return step
