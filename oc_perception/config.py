@@ -152,6 +152,9 @@ class OptimConfig:
 @dataclass
 class TrainerConfig:
     max_steps: int = 100_000
+    # End the run at this step, keeping the schedule of max_steps (a run cut short by a time budget, reproduced
+    # by one command); None = run to max_steps. --continue with a larger value goes on where it stopped.
+    stop_at: int | None = None
     seed: int = 42
     precision: Literal["fp32", "bf16"] = "fp32"  # "fp32" or "bf16" (autocast, CUDA only)
     device: str = "auto"
@@ -299,7 +302,7 @@ POSITIVE = (
     "model.encoder.feature_dim", "model.slot_attention.iters_first", "model.slot_attention.iters",
     "model.predictor.num_heads", "model.loss.temperature", "model.loss.foreground_weight",
     "model.decoder.broadcast_size", "data.chunk_size", "data.batch_size", "data.val_batch_size", "optim.lr",
-    "optim.grad_clip", "trainer.max_steps", "trainer.log_every", "trainer.val_every", "trainer.ckpt_every",
+    "optim.grad_clip", "trainer.max_steps", "trainer.stop_at", "trainer.log_every", "trainer.val_every", "trainer.ckpt_every",
     "trainer.keep_last",
 )
 NON_NEGATIVE = ("optim.warmup_steps", "optim.weight_decay", "optim.eps", "model.loss.featrec_weight",

@@ -172,8 +172,11 @@ def train(args: argparse.Namespace) -> Path:
     state = load_training_state(resume_path) if resume_path else None
     cfg = load_config(config_path(args.config), args.overrides)
     saved = canonical_config(json.loads(state["config"])) if state is not None else None
-    if saved is not None and saved != to_dict(cfg):
-        diff = [k for k in ("model", "data", "optim", "trainer") if saved.get(k) != to_dict(cfg)[k]]
+    current = to_dict(cfg)
+    if saved is not None:  # trainer.stop_at is a time budget, not the recipe: a run may go on past it
+        saved["trainer"]["stop_at"] = current["trainer"]["stop_at"]
+    if saved is not None and saved != current:
+        diff = [k for k in ("model", "data", "optim", "trainer") if saved.get(k) != current[k]]
         raise CheckpointError(f"--continue {resume_path} was trained with another config (differs in: "
                               f"{', '.join(diff)}); pass the same config and overrides")
     log_dir = Path(args.log_dir or (resume_path.parent.parent if resume_path else

@@ -104,9 +104,10 @@ class TrainLoop:
         """``compute_losses(step)`` -> losses with ``loss_total``; ``validate(step)`` -> scalars to log;
         ``save(step)`` writes a checkpoint; ``describe(results)`` is the line printed after validation."""
         cfg, main = self.cfg, self.writer is not None
-        bar = tqdm(total=cfg.max_steps, initial=step, desc="train", disable=not main, dynamic_ncols=True)
+        end = min(cfg.max_steps, getattr(cfg, "stop_at", None) or cfg.max_steps)
+        bar = tqdm(total=end, initial=step, desc="train", disable=not main, dynamic_ncols=True)
         start_time, start_step = time.perf_counter(), step
-        while step < cfg.max_steps:
+        while step < end:
             losses = compute_losses(step)
             self.optim.zero_grad(set_to_none=True)
             losses["loss_total"].backward()
@@ -126,7 +127,7 @@ class TrainLoop:
                 rate = (step - start_step) / max(time.perf_counter() - start_time, 1e-9)  # this process's steps
                 self.writer.add_scalar("train/steps_per_s", rate, step)
                 bar.set_postfix(loss=f"{total:.4g}")
-            last = step == cfg.max_steps
+            last = step == end
             if main and (step % cfg.val_every == 0 or last):
                 results = validate(step)
                 for key, value in results.items():

@@ -182,3 +182,17 @@ def test_init_from_starts_a_new_run_from_a_models_weights(data_dir, tmp_path, ca
         run(data_dir, tmp_path / "both", extra=["--init-from", str(tmp_path / "base" / "model.safetensors")],
             resume=tmp_path / "base")
     assert "pass one of them" in capsys.readouterr().err
+
+
+def test_stop_at_ends_early_on_the_long_schedule_and_continues(data_dir, tmp_path):
+    run(data_dir, tmp_path / "full", steps=6)
+    run(data_dir, tmp_path / "cut", extra=["trainer.stop_at=3"], steps=6)
+    cut = load_training_state(tmp_path / "cut" / "checkpoints" / "step_00000003.pt")
+    assert not (tmp_path / "cut" / "checkpoints" / "step_00000005.pt").exists()
+    assert cut["scheduler"]["last_epoch"] == 3 and cut["scheduler"]["base_lrs"]
+    # Going on without the budget ends where the uninterrupted 6-step run ends.
+    run(data_dir, tmp_path / "cut", resume=tmp_path / "cut", steps=6)
+    full = load_training_state(tmp_path / "full" / "checkpoints" / "step_00000006.pt")
+    resumed = load_training_state(tmp_path / "cut" / "checkpoints" / "step_00000006.pt")
+    for k, v in full["model"].items():
+        assert torch.equal(v, resumed["model"][k]), k
