@@ -25,7 +25,6 @@ import numpy as np
 import torch
 from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback, EvalCallback
-from stable_baselines3.common.utils import get_device
 from stable_baselines3.common.vec_env import VecEnv
 from tqdm import tqdm
 
@@ -36,6 +35,7 @@ from agents.extractor import SlotSetExtractor
 from oc_perception.cli import run_or_exit
 from oc_perception.checkpoint import CheckpointError, default_checkpoint, load_model
 from oc_perception.config import ConfigError, to_dict
+from oc_perception.devices import resolve_device
 
 # Errors that stop a run with one line: bad config or checkpoint (a missing bundled checkpoint included).
 USER_ERRORS = (ConfigError, CheckpointError, FileNotFoundError)
@@ -151,7 +151,7 @@ def train(cfg: AgentConfig, log_dir: str | Path, checkpoint: str | Path | None =
     """
     log_dir = Path(log_dir)
     log_dir.mkdir(parents=True, exist_ok=True)
-    device = get_device(device)
+    device = resolve_device(device)
     uses_perception = cfg.obs == "slots" or checkpoint is not None
     perception = load_model(checkpoint, device, env_id=cfg.env_id) if uses_perception else None
     eval_seed = cfg.seed + EVAL_SEED_OFFSET

@@ -32,7 +32,7 @@ def main() -> None:
     expected = load_file(fx / "outputs.safetensors")
     scalars = json.loads((fx / "expected_scalars.json").read_text())
     with torch.no_grad():
-        out = model.forward_features(features)
+        out, _ = model.forward_features(features)
         losses = model.loss(out)
     rows = {k: (out[k] - expected[k]).abs().max().item()
             for k in ("slots", "slots_predicted", "grouping_masks", "decoder_masks")}

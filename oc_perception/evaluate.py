@@ -55,7 +55,7 @@ def evaluate(model: SlotContrast, loader: DataLoader, cfg: Config, device: torch
     for batch in tqdm(loader, desc="validation", leave=False, disable=not sys.stderr.isatty()):
         video = batch["video"].to(device)
         with autocast() if autocast else contextlib.nullcontext():
-            out = model(video)
+            out, _ = model(video)
             for k, v in model.loss(out).items():
                 losses[k] = losses.get(k, 0.0) + v.item()
         labels = batch["segmentation"]

@@ -77,8 +77,7 @@ def _forward_chunk(model: SlotContrast, frames: list[np.ndarray],
                    state: SlotState | None) -> tuple[dict[str, torch.Tensor], SlotState]:
     # Frame by frame into the model's input size: only one full-resolution float frame exists at a time.
     video = torch.stack([model.preprocess(frame) for frame in frames])[None]
-    out = model(video, state)
-    return out, model.next_state(out)
+    return model(video, state)
 
 
 def run_inference(model: SlotContrast, frames: Iterable[np.ndarray], chunk: int = 16) -> Iterator[ChunkOutput]:

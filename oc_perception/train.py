@@ -78,9 +78,9 @@ class TrainStep(nn.Module):
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         if "features" in batch:  # cached frozen features: they are the input and the target
-            out = self.model.forward_features(batch["features"])
+            out, _ = self.model.forward_features(batch["features"])
         else:
-            out = self.model(batch["video"])
+            out, _ = self.model(batch["video"])
         return self.model.loss(out, batch.get("segmentation"))
 
 

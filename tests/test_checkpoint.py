@@ -28,7 +28,7 @@ def test_roundtrip_same_numbers(tmp_path, backbone):
     assert loaded.cfg == model.cfg
     video = torch.randn(1, 2, 3, model.input_size, model.input_size)
     with torch.no_grad():
-        torch.testing.assert_close(loaded(video)["slots"], model(video)["slots"])
+        torch.testing.assert_close(loaded(video)[0]["slots"], model(video)[0]["slots"])
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]  # no leftovers of the atomic write
 
 
@@ -119,7 +119,7 @@ def test_bundled_checkpoints_match_their_configs(env_id):
     assert model.cfg == load_config(f"configs/pretrain/{path.stem}.yml").model
     frames = torch.randint(0, 256, (1, 2, 64, 64, 3), dtype=torch.uint8)
     with torch.no_grad():
-        slots = model(model.preprocess(frames))["slots"]
+        slots = model(model.preprocess(frames))[0]["slots"]
     assert slots.shape == (1, 2, model.cfg.num_slots, model.cfg.slot_dim) and torch.isfinite(slots).all()
 
 

@@ -55,5 +55,5 @@ def test_env_configs_build_a_cnn_model_for_64px_frames(name):
     assert cfg.model.encoder.backbone == "cnn" and cfg.model.encoder.input_size == 64
     assert name in cfg.data.train_shards and name in cfg.data.val_shards
     model = SlotContrast(cfg.model)
-    out = model(model.preprocess(torch.zeros(1, 2, 64, 64, 3, dtype=torch.uint8)))
+    out, _ = model(model.preprocess(torch.zeros(1, 2, 64, 64, 3, dtype=torch.uint8)))
     assert out["slots"].shape == (1, 2, cfg.model.num_slots, cfg.model.slot_dim)

@@ -83,7 +83,7 @@ def test_chunks_equal_one_forward(checkpoint, video):
     torch.testing.assert_close(torch.cat([c.slots for c in chunked]), whole[0].slots, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(torch.cat([c.masks for c in chunked]), whole[0].masks, atol=1e-5, rtol=1e-4)
     with torch.no_grad():
-        out = model(model.preprocess(np.stack(frames))[None])
+        out, _ = model(model.preprocess(np.stack(frames))[None])
     torch.testing.assert_close(whole[0].slots, out["slots"][0], atol=1e-5, rtol=1e-4)
 
 

@@ -31,7 +31,7 @@ def random_video(model, b=2, t=5, seed=1):
 def test_forward_shapes(model):
     video = random_video(model)
     with torch.no_grad():
-        out = model(video)
+        out, _ = model(video)
     k, d, p = model.cfg.num_slots, model.cfg.slot_dim, model.num_patches
     f = model.decoder.mlp[-1].out_features - 1
     assert out["slots"].shape == (2, 5, k, d)
@@ -46,7 +46,7 @@ def test_forward_shapes(model):
 def test_streaming_equals_clip_forward(model):
     video = random_video(model)
     with torch.no_grad():
-        clip = model(video)
+        clip, _ = model(video)
         state = model.init_state(2)
         for t in range(video.shape[1]):
             out, state = model.step(video[:, t], state, decode=True)
@@ -57,9 +57,9 @@ def test_streaming_equals_clip_forward(model):
 def test_chunked_forward_continues_the_stream(model):
     video = random_video(model, b=2, t=5)
     with torch.no_grad():
-        whole = model(video)
-        first = model(video[:, :2])
-        second = model(video[:, 2:], state=model.next_state(first))
+        whole, _ = model(video)
+        first, state = model(video[:, :2])
+        second, _ = model(video[:, 2:], state=state)
     torch.testing.assert_close(torch.cat([first["slots"], second["slots"]], 1), whole["slots"], atol=1e-5, rtol=1e-5)
 
 
@@ -67,8 +67,8 @@ def test_per_row_restart(model):
     """Row 1 restarts at frame 2: its slots equal a fresh stream started there; row 0 continues."""
     video = random_video(model, b=2, t=4)
     with torch.no_grad():
-        clip = model(video)
-        fresh = model(video[1:, 2:])
+        clip, _ = model(video)
+        fresh, _ = model(video[1:, 2:])
         state = model.init_state(2)
         for t in range(4):
             if t == 2:
@@ -91,7 +91,7 @@ def test_restart_uses_first_frame_iterations(model):
 
 def test_gradients_reach_trainable_parameters_not_frozen_backbone():
     model = make_model("vit").train()
-    out = model(random_video(model, b=2, t=3))
+    out, _ = model(random_video(model, b=2, t=3))
     model.loss(out)["loss_total"].backward()
     for name, p in model.named_parameters():
         if name.startswith("encoder.backbone."):
@@ -103,7 +103,7 @@ def test_gradients_reach_trainable_parameters_not_frozen_backbone():
 
 def test_cnn_encoder_is_trained():
     model = make_model("cnn").train()
-    out = model(random_video(model, b=2, t=3))
+    out, _ = model(random_video(model, b=2, t=3))
     model.loss(out)["loss_total"].backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
 
@@ -159,7 +159,7 @@ def test_decoder_matches_the_plain_formula():
     """The decoder's split first layer gives what slot + position through the whole MLP gives."""
     model = make_model("cnn").train()
     video = random_video(model, b=2, t=3)
-    out = model(video)
+    out, _ = model(video)
     pos = model.decoder.soft_pos_emb().unsqueeze(1) if model.decoder.pos_emb_kind == "soft" else model.decoder.pos_emb
     features, alpha = model.decoder.mlp(out["slots"][:, 0].unsqueeze(2) + pos).split(
         [out["reconstruction"].shape[-1], 1], dim=-1)

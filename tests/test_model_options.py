@@ -49,8 +49,8 @@ def test_streaming_with_restarts_equals_clip_forward(variant):
     model = variant
     video = random_video(model)
     with torch.no_grad():
-        clip = model(video)
-        restarted = model(video[:, 2:])
+        clip, _ = model(video)
+        restarted, _ = model(video[:, 2:])
         state = model.init_state(3)
         for t in range(4):
             if t == 2:
@@ -69,7 +69,7 @@ def test_streaming_with_restarts_equals_clip_forward(variant):
 def test_every_variant_trains(variant):
     model = variant.train()
     try:
-        out = model(random_video(model))
+        out, _ = model(random_video(model))
         model.loss(out)["loss_total"].backward()
         grads = {n: p.grad for n, p in model.named_parameters()}
         missing = [n for n, g in grads.items() if g is None or not torch.isfinite(g).all()]
@@ -126,7 +126,7 @@ def test_broadcast_target_is_the_pooled_frame():
     model = make_model(VARIANTS["broadcast"])
     video = random_video(model, b=1, t=2)
     with torch.no_grad():
-        out = model(video)
+        out, _ = model(video)
     pooled = F.avg_pool2d(video[0], model.input_size // model.mask_side)  # [T, 3, 16, 16]
     torch.testing.assert_close(out["target"][0], pooled.flatten(2).transpose(1, 2))
 

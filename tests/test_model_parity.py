@@ -24,7 +24,7 @@ def parity(request):
         model = load_official(load_file(fixtures_dir / "nonencoder_state_dict.safetensors"), cfg)
     features = load_file(fixtures_dir / "inputs.safetensors")["backbone_features"].float()
     with torch.no_grad():
-        out = model.forward_features(features)
+        out, _ = model.forward_features(features)
         losses = model.loss(out)
     expected = load_file(fixtures_dir / "outputs.safetensors")
     scalars = json.loads((fixtures_dir / "expected_scalars.json").read_text())
@@ -75,7 +75,7 @@ def test_textbook_predictor_scale_breaks_parity(parity, fixtures_dir):
     model.predictor.logit_scale = model.predictor.logit_scale**-1
     try:
         with torch.no_grad():
-            out = model.forward_features(features)
+            out, _ = model.forward_features(features)
     finally:
         model.predictor.logit_scale = model.predictor.logit_scale**-1
     assert (out["slots_predicted"] - expected["slots_predicted"]).abs().max() > 1e-2

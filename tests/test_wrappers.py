@@ -144,7 +144,7 @@ def test_slots_match_clip_forward_and_reset_restarts(model):
         masks.append(obs["masks"])
         frames.append(env.unwrapped.render())
     with torch.inference_mode():
-        out = model(model.preprocess(np.stack(frames)[None]))
+        out, _ = model(model.preprocess(np.stack(frames)[None]))
     np.testing.assert_allclose(np.stack(slots), out["slots"][0].numpy(), atol=1e-5)
     np.testing.assert_allclose(np.stack(masks), out["decoder_masks"][0].reshape(6, K, G, G).numpy(), atol=1e-5)
     # After reset the stream starts over: the slots of a fresh model's first frame.

@@ -185,16 +185,17 @@ class SlotContrast(nn.Module):
         return rearrange(reconstruction, "... (h w) (p1 p2 c) -> ... c (h p1) (w p2)", h=self.grid, p1=ps, p2=ps)
 
     # ------------------------------------------------------------------ clip forward
-    def forward(self, video: torch.Tensor, state: SlotState | None = None) -> dict[str, torch.Tensor]:
-        """video [B, T, 3, S, S] normalised -> dict of
+    def forward(self, video: torch.Tensor,
+                state: SlotState | None = None) -> tuple[dict[str, torch.Tensor], SlotState]:
+        """video [B, T, 3, S, S] normalised -> (out, the state after the clip), as ``step`` returns; out holds
 
         slots [B, T, K, D], slots_predicted [B, T, K, D], grouping_masks [B, T, K, P],
         decoder_masks [B, T, K, M], reconstruction [B, T, M', F], target [B, T, M', F], and with
         ``slot_attention.relative`` positions [B, T, K, 4]. M = ``mask_side ** 2``: P for the MLP decoder,
         the broadcast decoder's resolution otherwise.
 
-        ``state`` continues a stream (chunked processing of a long video); the state after the clip is
-        ``model.next_state(out)``. Default: every video starts from the learned initial slots.
+        ``state`` continues a stream (chunked processing of a long video: pass the returned state to the next
+        clip or to ``step``). Default: every video starts from the initial slots.
         """
         self._check_images(video, "video", 5)
         b, t = video.shape[:2]
@@ -204,8 +205,8 @@ class SlotContrast(nn.Module):
         return self.forward_features(features, target, state)
 
     def forward_features(self, features: torch.Tensor, target: torch.Tensor | None = None,
-                         state: SlotState | None = None) -> dict[str, torch.Tensor]:
-        """Everything after the encoder. features [B, T, P, F] -> the outputs of ``forward``.
+                         state: SlotState | None = None) -> tuple[dict[str, torch.Tensor], SlotState]:
+        """Everything after the encoder. features [B, T, P, F] -> (out, state) as ``forward``.
 
         ``target`` defaults to ``features`` (the frozen-feature setting; used with feature caches).
         """
@@ -233,15 +234,7 @@ class SlotContrast(nn.Module):
         result["decoder_masks"] = rearrange(decoder_masks, "(b t) k p -> b t k p", b=b)
         result["reconstruction"] = rearrange(reconstruction, "(b t) p f -> b t p f", b=b)
         result["target"] = target
-        return result
-
-    @staticmethod
-    def next_state(out: dict[str, torch.Tensor]) -> SlotState:
-        """The state after a clip ``forward``: continue the stream with the next clip or ``step``."""
-        predicted = out["slots_predicted"][:, -1]
-        positions = out["positions"][:, -1] if "positions" in out else None
-        return SlotState(predicted, torch.zeros(predicted.shape[0], dtype=torch.bool, device=predicted.device),
-                         positions)
+        return result, state
 
     def loss(self, out: dict[str, torch.Tensor],
              segmentation: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
