@@ -32,8 +32,10 @@ def slot_identity_stats(masks: np.ndarray | torch.Tensor,
         ``identity_switches``: over all objects, the number of frames (among those where the object is visible)
         in which its best-IoU slot differs from the one at its previous visible frame; two objects swapping
         slots once count 2. ``kept_fraction``: the fraction of objects visible in the episode that never switch
-        (NaN without objects). ``objects``: how many objects were visible at some frame. ``video_fg_ari``:
-        FG-ARI over all frames (``oc_perception.metrics.video_ari``).
+        (NaN without objects). ``frames_kept``: over every (object, frame it is visible in), the fraction in which
+        its best-IoU slot is the slot it has most often in the episode (NaN without objects): how much of the
+        time an object is in "its" slot. ``objects``: how many objects were visible at some frame.
+        ``video_fg_ari``: FG-ARI over all frames (``oc_perception.metrics.video_ari``).
     """
     seg = torch.as_tensor(np.asarray(segmentation)).long()
     masks = torch.as_tensor(np.asarray(masks))
@@ -61,12 +63,15 @@ def slot_identity_stats(masks: np.ndarray | torch.Tensor,
     union = inter.sum(-1, keepdim=True) + counts.sum(1, keepdim=True) - inter
     assigned = (inter / union.clamp(min=1)).argmax(-1)  # [T, O]
     visible = inter.sum(-1) > 0  # [T, O]
-    switches = [int((seq[1:] != seq[:-1]).sum()) for seq in (assigned[visible[:, o], o] for o in range(num_objects))
-                if seq.numel()]
+    sequences = [seq for seq in (assigned[visible[:, o], o] for o in range(num_objects)) if seq.numel()]
+    switches = [int((seq[1:] != seq[:-1]).sum()) for seq in sequences]
+    in_own_slot = sum(int((seq == seq.mode().values).sum()) for seq in sequences)
+    visible_frames = sum(seq.numel() for seq in sequences)
     ari = video_ari(labels[None], seg[None])[0].item()
     return {
         "identity_switches": sum(switches),
         "kept_fraction": float(np.mean([s == 0 for s in switches])) if switches else float("nan"),
+        "frames_kept": in_own_slot / visible_frames if visible_frames else float("nan"),
         "objects": len(switches),
         "video_fg_ari": ari,
     }

@@ -75,7 +75,7 @@ def evaluate(model: SlotContrast, loader: DataLoader, cfg: Config, device: torch
 def mask_sheet(model: SlotContrast, batch: dict, out: dict, cfg: Config, videos: int = 4,
                frames: int = 4) -> np.ndarray:
     """uint8 [rows * H, W, 3]: one row per validation video, ``frames`` frames spread over it, each shown as
-    [frame | reconstruction (pixel models) | decoder-mask overlay | slot-attention overlay], enlarged 4x."""
+    [frame | reconstruction (pixel models) | decoder-mask overlay | slot-attention overlay], enlarged 2x."""
     from oc_perception import viz
 
     mean = torch.tensor(cfg.model.mean).view(1, 1, 3, 1, 1)
@@ -100,7 +100,7 @@ def mask_sheet(model: SlotContrast, batch: dict, out: dict, cfg: Config, videos:
         strip = viz.compose_panels(*panels)  # [F, H, W', 3]
         rows.append(np.concatenate(list(strip), axis=1))
     sheet = np.concatenate(rows, axis=0)
-    return np.repeat(np.repeat(sheet, 4, axis=0), 4, axis=1)
+    return np.repeat(np.repeat(sheet, 2, axis=0), 2, axis=1)
 
 
 def main(argv: list[str] | None = None) -> None:

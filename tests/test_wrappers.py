@@ -410,12 +410,16 @@ def test_slot_identity_stats_synthetic():
     labels = np.zeros_like(seg)
     labels[:, :4, :4], labels[:, 4:, 4:] = 1, 2
     perfect = slot_identity_stats(labels, seg)
-    assert perfect == {"identity_switches": 0, "kept_fraction": 1.0, "objects": 2,
+    assert perfect == {"identity_switches": 0, "kept_fraction": 1.0, "frames_kept": 1.0, "objects": 2,
                        "video_fg_ari": pytest.approx(1.0)}
     swapped = labels.copy()
     swapped[2:, :4, :4], swapped[2:, 4:, 4:] = 2, 1  # the objects swap slots at frame 2
     stats = slot_identity_stats(swapped, seg)
     assert stats["identity_switches"] == 2 and stats["kept_fraction"] == 0.0 and stats["video_fg_ari"] < 1
+    assert stats["frames_kept"] == 0.5  # each object is in "its" slot in 2 of its 4 frames
+    once = labels.copy()
+    once[3, :4, :4] = 0  # object 3 strays into the background's slot in the last frame only
+    assert slot_identity_stats(once, seg)["frames_kept"] == 7 / 8
     # Soft masks on a coarser grid; an object hidden in between frames keeps its slot.
     soft = np.eye(3, dtype=np.float32)[labels[:, ::2, ::2]].transpose(0, 3, 1, 2)  # [T, K, 4, 4]
     seg[1:3, 4:, 4:] = 0
@@ -431,7 +435,7 @@ def test_slot_consistency_wrapper(model):
         _, _, terminated, truncated, info = env.step(0)
         ended = terminated or truncated
     stats = info["slot_consistency"]
-    assert set(stats) == {"identity_switches", "kept_fraction", "objects", "video_fg_ari"}
+    assert set(stats) == {"identity_switches", "kept_fraction", "frames_kept", "objects", "video_fg_ari"}
     assert isinstance(stats["identity_switches"], int) and 0 <= stats["kept_fraction"] <= 1
     with pytest.raises(ValueError, match="include_masks=True"):
         SlotConsistency(SlotObservation(TinyImageEnv("rgb_array"), checkpoint=model))
