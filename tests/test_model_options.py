@@ -217,3 +217,19 @@ def test_supervised_training_reads_segmentations(tmp_path):
         events = EventAccumulator(str(log))
         events.Reload()
         assert events.Scalars("train/loss_seg")[-1].value > 0
+
+
+def test_broadcast_masks_through_inference_and_dynamics_decoding(tmp_path):
+    from oc_perception import io
+    from oc_perception.dynamics.evaluate import decode_masks
+    from oc_perception.inference import infer_video
+
+    model = make_model(VARIANTS["broadcast"])
+    frames = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+    src = io.write_video(tmp_path / "in.mp4", frames, fps=5, scale=1)
+    infer_video(model, src, out=tmp_path / "out.mp4", slots_out=tmp_path / "slots.npz", progress=False)
+    with np.load(tmp_path / "slots.npz") as data:
+        assert data["masks"].shape == (3, 4, 16, 16)  # the decoder's 16 x 16, not the 8 x 8 patch grid
+    masks = decode_masks(model, torch.randn(5, 4, 32))
+    assert masks.shape == (5, 4, 256)
+    torch.testing.assert_close(masks.sum(1), torch.ones(5, 256))

@@ -50,7 +50,10 @@ class EvaluationError(ValueError):
 
 @torch.inference_mode()
 def decode_masks(perception: SlotContrast, slots: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    """slots [N, K, D] -> decoder masks [N, K, P] on the CPU."""
+    """slots [N, K, D] -> decoder masks [N, K, M] (the decoder's resolution) on the CPU."""
+    if perception.cfg.slot_attention.relative:
+        raise EvaluationError("this perception model decodes slots at their positions (slot_attention.relative), "
+                              "which predicted slots do not carry: its masks cannot be decoded from slots alone")
     device = perception.device
     return torch.cat([perception.decoder(slots[i: i + batch_size].to(device))[1].float().cpu()
                       for i in range(0, len(slots), batch_size)])
