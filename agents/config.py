@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from envs import ENV_IDS
 from oc_perception.config import ConfigError, load_config
@@ -46,6 +47,8 @@ class AgentConfig:
     """One PPO run: env, observations, budget, evaluation, PPO and extractor settings."""
 
     env_id: str = ""  # one of envs.ENV_IDS
+    # Constructor arguments of the env, passed to gym.make (e.g. {colors: [red, green], num_objects: 4}).
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
     obs: str = "slots"  # one of OBS_TYPES; --obs overrides
     n_envs: int = 16
     vec_env: str = "dummy"  # "subproc": one process per env (worth it when env steps cost more than the model)
@@ -74,6 +77,7 @@ def check_agent_config(cfg: AgentConfig) -> None:
     """Raise a ``ConfigError`` naming the first value that cannot work."""
     if cfg.env_id not in ENV_IDS:
         raise ConfigError(f"env_id must be one of {', '.join(ENV_IDS)}, got '{cfg.env_id}'")
+    check_env_kwargs(cfg.env_id, cfg.env_kwargs, "env_kwargs")
     if cfg.obs not in OBS_TYPES:
         raise ConfigError(f"obs must be one of {', '.join(OBS_TYPES)}, got '{cfg.obs}'")
     if cfg.vec_env not in VEC_ENVS:
@@ -91,3 +95,15 @@ def check_agent_config(cfg: AgentConfig) -> None:
     if cfg.extractor.embed_dim % cfg.extractor.num_heads:
         raise ConfigError(f"extractor.num_heads ({cfg.extractor.num_heads}) must divide extractor.embed_dim "
                           f"({cfg.extractor.embed_dim})")
+
+
+def check_env_kwargs(env_id: str, env_kwargs: dict[str, Any], where: str) -> None:
+    """Build the env once with ``env_kwargs``: a wrong name or value stops here, before any training."""
+    if not env_kwargs:
+        return
+    import gymnasium as gym
+
+    try:
+        gym.make(env_id, **env_kwargs).close()
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{where}={env_kwargs!r} does not make {env_id}: {e}") from None

@@ -22,18 +22,18 @@ from oc_perception.model.slotcontrast import SlotContrast
 from oc_perception.wrappers import SlotObservation, VecSlotObservation
 
 
-def make_env(env_id: str, obs: str) -> gym.Env:
+def make_env(env_id: str, obs: str, env_kwargs: dict | None = None) -> gym.Env:
     """One env as the agent sees it, except slots, which the vector wrapper adds (see ``make_single_env``).
 
     Monitor goes right on the made env, so episode returns and lengths are the env's own whatever wraps it.
     """
-    env = Monitor(gym.make(env_id))
+    env = Monitor(gym.make(env_id, **(env_kwargs or {})))
     return ObjectStateObservation(env) if obs == "state" else env
 
 
 def make_vec_env(cfg: AgentConfig, obs: str, n_envs: int, perception: SlotContrast | None = None) -> VecEnv:
     """``n_envs`` envs of ``cfg.env_id`` for observation type ``obs`` (``perception``: the slot model, for slots)."""
-    factories = [functools.partial(make_env, cfg.env_id, obs) for _ in range(n_envs)]
+    factories = [functools.partial(make_env, cfg.env_id, obs, cfg.env_kwargs) for _ in range(n_envs)]
     venv = SubprocVecEnv(factories) if cfg.vec_env == "subproc" else DummyVecEnv(factories)
     if obs == "slots":
         return VecSlotObservation(venv, checkpoint=perception, include_masks=cfg.extractor.use_masks)
@@ -42,7 +42,7 @@ def make_vec_env(cfg: AgentConfig, obs: str, n_envs: int, perception: SlotContra
 
 def make_single_env(cfg: AgentConfig, obs: str, perception: SlotContrast | None = None) -> gym.Env:
     """One env with the observations of ``make_vec_env`` (for recording an episode)."""
-    env = make_env(cfg.env_id, obs)
+    env = make_env(cfg.env_id, obs, cfg.env_kwargs)
     if obs == "slots":
         env = SlotObservation(env, checkpoint=perception, include_masks=cfg.extractor.use_masks)
     return env

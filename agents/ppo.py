@@ -18,7 +18,7 @@ import argparse
 import hashlib
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +56,8 @@ class RunResult:
     tensorboard_dir: Path
     model_path: Path
     video_path: Path
+    # (agent, random policy) success rates in held-out scene distributions (benchmarks/rl_compare.py)
+    held_out: list[tuple[float, float]] = field(default_factory=list)
 
     def save(self, cfg: AgentConfig, checkpoint: str | Path | None) -> Path:
         """Write ``log_dir/result.json``: the figures, with the config and perception checkpoint that made them."""

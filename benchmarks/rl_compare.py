@@ -2,7 +2,7 @@
 
     python benchmarks/rl_compare.py [--configs configs/agents/oddoneout_slots.yml configs/agents/push_slots.yml]
         [--obs slots pixels state] [--seeds 0 1 2] [--total-timesteps N] [--checkpoint PATH] [--device auto]
-        [--out runs/rl_compare] [--reuse] [key=value ...]
+        [--out runs/rl_compare] [--reuse] [--test-env-kwargs '{colors: [purple, cyan]}'] [key=value ...]
 
 Every (config, observation type, seed) is one ``agents.ppo.train`` run with the config's hyperparameters, so the
 three observation types share the budget (``--total-timesteps``, default the config's) and the evaluation episodes
@@ -16,11 +16,17 @@ of training per run, periodic evaluations included) and writes it to ``OUT/resul
 dir is ``OUT/<config>/<obs>-s<seed>``; with ``--reuse`` a run whose log dir holds the ``result.json`` of the same
 config and perception checkpoint (by content) is read instead of trained again, so an interrupted comparison goes
 on where it stopped and runs started apart (one process per core) are tabled together.
+
+``--test-env-kwargs`` (YAML mappings of env constructor arguments, each a held-out scene distribution, e.g.
+colours never seen in training or more objects) evaluates every trained agent again, on the same number of
+seeded episodes, in envs made with the config's ``env_kwargs`` updated by each mapping: one more success-rate
+column per mapping (the random policy is evaluated there too).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -31,8 +37,9 @@ matplotlib.use("Agg")  # files only: no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 import numpy as np  # noqa: E402
+import yaml  # noqa: E402
 
-from agents.config import OBS_TYPES, AgentConfig, load_agent_config  # noqa: E402
+from agents.config import OBS_TYPES, AgentConfig, check_env_kwargs, load_agent_config  # noqa: E402
 from agents.ppo import USER_ERRORS, RunResult, train  # noqa: E402
 from oc_perception.checkpoint import CONFIG_DIR  # noqa: E402
 
@@ -51,7 +58,43 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--out", type=Path, default=Path("runs/rl_compare"))
     ap.add_argument("--reuse", action="store_true", help="read finished runs of the same config from OUT")
+    ap.add_argument("--test-env-kwargs", action="append", type=yaml_mapping, default=[],
+                    help="a held-out scene distribution, a YAML mapping of env arguments such as "
+                         "'{num_objects: 6}' (repeat the option for several)")
     return ap.parse_intermixed_args(argv)
+
+
+def yaml_mapping(text: str) -> dict:
+    value = yaml.safe_load(text)
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a YAML mapping such as '{{num_objects: 6}}', got {text!r}")
+    return value
+
+
+def held_out_rates(cfg: AgentConfig, result: RunResult, scenes: list[dict], checkpoint: str | None,
+                   device: str) -> list[tuple[float, float]]:
+    """(agent, random policy) success rates of a trained run in each held-out scene distribution."""
+    from stable_baselines3 import PPO
+
+    from agents.envs import make_vec_env
+    from agents.evaluation import RandomAgent, success_rate
+    from agents.ppo import EVAL_SEED_OFFSET
+    from oc_perception.checkpoint import load_model
+
+    agent = PPO.load(result.model_path, device="cpu")
+    perception = load_model(checkpoint, "cpu", env_id=cfg.env_id) if cfg.obs == "slots" else None
+    seed = cfg.seed + EVAL_SEED_OFFSET
+    rates = []
+    for scene in scenes:
+        scene_cfg = dataclasses.replace(cfg, env_kwargs={**cfg.env_kwargs, **scene})
+        check_env_kwargs(cfg.env_id, scene_cfg.env_kwargs, "--test-env-kwargs")
+        venv = make_vec_env(scene_cfg, cfg.obs, cfg.n_envs, perception)
+        rate = success_rate(agent, venv, cfg.eval_episodes, seed, cfg.eval_deterministic)
+        random_rate = success_rate(RandomAgent(venv.action_space, cfg.n_envs, seed), venv, cfg.eval_episodes, seed,
+                                   deterministic=False)
+        venv.close()
+        rates.append((rate, random_rate))
+    return rates
 
 
 def run_all(args: argparse.Namespace) -> tuple[Runs, dict[str, AgentConfig]]:
@@ -69,24 +112,33 @@ def run_all(args: argparse.Namespace) -> tuple[Runs, dict[str, AgentConfig]]:
                 how = "read from its result.json" if result else "trained"
                 if result is None:
                     result = train(cfg, log_dir, args.checkpoint, args.device, progress=False)
+                result.held_out = held_out_rates(cfg, result, args.test_env_kwargs, args.checkpoint, args.device)
                 runs[cfg.env_id, obs].append(result)
                 print(f"{cfg.env_id} {obs} seed {seed}: success rate {result.success_rate:.2f} (random "
                       f"{result.random_success_rate:.2f}) in {result.train_seconds:.0f} s ({how})", flush=True)
     return runs, configs
 
 
-def table(runs: Runs, configs: dict[str, AgentConfig]) -> str:
-    """Markdown: one row per (env, obs)."""
-    lines = ["| env | obs | env steps | seeds | success rate | random policy | train wall time per run (s) |",
-             "|---|---|---:|---:|---|---|---:|"]
+def table(runs: Runs, configs: dict[str, AgentConfig], scenes: list[dict] | None = None) -> str:
+    """Markdown: one row per (env, obs); a column per held-out scene distribution (agent / random policy)."""
+    scenes = scenes or []
+    extra = "".join(f" held-out {yaml.safe_dump(s, default_flow_style=True).strip()} |" for s in scenes)
+    lines = ["| env | obs | env steps | seeds | success rate | random policy | train wall time per run (s) |" + extra,
+             "|---|---|---:|---:|---|---|---:|" + "---|" * len(scenes)]
     for (env_id, obs), results in runs.items():
         rate = np.array([r.success_rate for r in results])
         random_rate = np.array([r.random_success_rate for r in results])
         seconds = np.mean([r.train_seconds for r in results])
         lines.append(f"| {env_id} | {obs} | {configs[env_id].total_timesteps:,} | {len(results)} | "
                      f"{rate.mean():.2f} ± {rate.std():.2f} | {random_rate.mean():.2f} ± {random_rate.std():.2f} | "
-                     f"{seconds:.0f} |")
+                     f"{seconds:.0f} |" + "".join(held_out_cell(results, i) for i in range(len(scenes))))
     return "\n".join(lines)
+
+
+def held_out_cell(results: list[RunResult], i: int) -> str:
+    agent = np.array([r.held_out[i][0] for r in results])
+    random_rate = np.array([r.held_out[i][1] for r in results])
+    return f" {agent.mean():.2f} ± {agent.std():.2f} (random {random_rate.mean():.2f}) |"
 
 
 def plot_curves(runs: Runs, path: Path) -> Path:
@@ -120,7 +172,7 @@ def main(argv: list[str] | None = None) -> None:
         runs, configs = run_all(args)
     except USER_ERRORS as e:
         sys.exit(f"error: {e}")
-    text = table(runs, configs)
+    text = table(runs, configs, args.test_env_kwargs)
     print(text)
     (args.out / "results.md").write_text(text + "\n")
     print(f"learning curves: {plot_curves(runs, args.out / 'learning_curves.png')}")

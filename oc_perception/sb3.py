@@ -1,4 +1,4 @@
-"""Stable-Baselines3 side of the slot observations: :class:`VecSlotObservation` for SB3 ``VecEnv``\ s.
+"""Stable-Baselines3 side of the slot observations: :class:`VecSlotObservation` for SB3 vector envs.
 
 Kept apart so ``import oc_perception`` does not import Stable-Baselines3; ``from oc_perception import
 VecSlotObservation`` imports it on first use.

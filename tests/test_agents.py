@@ -237,3 +237,27 @@ def test_rl_compare_reuses_finished_runs(tmp_path, monkeypatch, capsys):
     rl_compare.main(argv)
     assert "(read from its result.json)" in capsys.readouterr().out
     assert (tmp_path / "results.md").read_text() == first
+
+
+def test_env_kwargs_and_held_out_scenes(tmp_path):
+    # A bad constructor argument stops at the config, before any training.
+    with pytest.raises(ConfigError, match="env_kwargs=.*does not make oc/ShapesOddOneOut-v0"):
+        load_agent_config(CONFIG, [*TINY, "env_kwargs={colors: [no-such-colour]}"])
+    train_colours, test_colours = "[red, green, blue, yellow]", "[magenta, cyan, orange, purple]"
+    argv = ["--configs", str(CONFIG), "--obs", "state", "--seeds", "0", "--total-timesteps", "1024",
+            "--out", str(tmp_path), "--device", "cpu", "--test-env-kwargs", f"{{colors: {test_colours}}}", *TINY,
+            f"env_kwargs={{colors: {train_colours}}}"]
+    rl_compare.main(argv)
+    text = (tmp_path / "results.md").read_text()
+    assert "held-out {colors: [magenta, cyan, orange, purple]}" in text.splitlines()[0]
+    # The random policy's held-out figure is what evaluating it in scenes of the held-out colours gives.
+    cfg = load_agent_config(CONFIG, [*TINY, f"env_kwargs={{colors: {test_colours}}}", "obs=state"])
+    venv = make_vec_env(cfg, "state", cfg.n_envs)
+    from envs.palette import COLOR_NAMES
+
+    assert all({COLOR_NAMES[c] for c in env.unwrapped.colors} == {"magenta", "cyan", "orange", "purple"}
+               for env in venv.envs)
+    seed = cfg.seed + ppo.EVAL_SEED_OFFSET
+    expected = success_rate(RandomAgent(venv.action_space, cfg.n_envs, seed), venv, cfg.eval_episodes, seed,
+                            deterministic=False)
+    assert f"(random {expected:.2f}) |" in text.splitlines()[2]
