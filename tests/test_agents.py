@@ -261,3 +261,19 @@ def test_env_kwargs_and_held_out_scenes(tmp_path):
     expected = success_rate(RandomAgent(venv.action_space, cfg.n_envs, seed), venv, cfg.eval_episodes, seed,
                             deterministic=False)
     assert f"(random {expected:.2f}) |" in text.splitlines()[2]
+
+
+def test_demo_compares_slots_with_pixels_and_reuses_finished_runs(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(demo, "BUDGET", 1024)
+    monkeypatch.setattr(demo, "LOG_DIR", tmp_path)
+    monkeypatch.setattr(demo, "load_agent_config", lambda path, overrides=(): load_agent_config(
+        path, [*TINY, "eval_episodes=2", *overrides]))
+    demo.main()
+    out = capsys.readouterr().out
+    last = out.strip().splitlines()[-1]
+    slots = json.loads((tmp_path / "slots" / "result.json").read_text())
+    pixels = json.loads((tmp_path / "pixels" / "result.json").read_text())
+    assert f"slots {slots['success_rate']:.2f}, pixels {pixels['success_rate']:.2f}" in last
+    monkeypatch.setattr(demo.ppo, "train", lambda *a, **k: pytest.fail("a finished run was trained again"))
+    demo.main()
+    assert capsys.readouterr().out.count("read the finished run") == 2
