@@ -40,7 +40,7 @@ def evaluate(model: SlotContrast, loader: DataLoader, cfg: Config, device: torch
              masks: tuple[str, ...] = ("decoder",),
              autocast: Callable[[], contextlib.AbstractContextManager] | None = None,
              on_batch: Callable[[dict, dict], None] | None = None) -> dict[str, float]:
-    """Mean losses and segmentation metrics over ``loader`` (validation videos with segmentations).
+    """Mean losses and segmentation metrics over ``loader`` (metrics over the videos with segmentations).
 
     Returns ``{"loss_*": ..., "<masks>/video_ari_fg": ..., ...}``: the losses of ``model.loss`` and, for each of
     ``masks`` ("decoder", "grouping"), the metrics of :class:`SegmentationMetrics` (``_fg`` names when label 0
@@ -51,24 +51,28 @@ def evaluate(model: SlotContrast, loader: DataLoader, cfg: Config, device: torch
     background = cfg.data.label_zero == "background"  # else 0 = unlabelled: no class, in no metric
     metrics = {name: SegmentationMetrics(ignore_background=background) for name in masks}
     losses: dict[str, float] = {}
-    batches = 0
+    batches = scored = 0
     for batch in tqdm(loader, desc="validation", leave=False, disable=not sys.stderr.isatty()):
         video = batch["video"].to(device)
         with autocast() if autocast else contextlib.nullcontext():
             out, _ = model(video)
             for k, v in model.loss(out).items():
                 losses[k] = losses.get(k, 0.0) + v.item()
-        labels = batch["segmentation"]
-        truth = labels_to_onehot(labels, zero_is_unlabelled=not background)
-        for name in masks:
-            metrics[name].update(masks_to_onehot(out[MASK_KEYS[name]].float().cpu(), labels.shape[-2:]), truth)
+        if "segmentation" in batch:  # videos without segmentations give their losses only
+            labels = batch["segmentation"]
+            truth = labels_to_onehot(labels, zero_is_unlabelled=not background)
+            for name in masks:
+                metrics[name].update(masks_to_onehot(out[MASK_KEYS[name]].float().cpu(), labels.shape[-2:]),
+                                     truth)
+            scored += 1
         batches += 1
         if on_batch is not None:
             on_batch(batch, out)
     model.train(was_training)
     results = {k: v / max(batches, 1) for k, v in losses.items()}
     for name in masks:
-        results.update({f"{name}/{k}": v for k, v in metrics[name].compute().items()})
+        if scored:
+            results.update({f"{name}/{k}": v for k, v in metrics[name].compute().items()})
     return results
 
 

@@ -29,7 +29,8 @@ SPLITS = {"train": "train", "val": "val", "validation": "val"}
 
 class ValidationVideos(IterableDataset):
     """Every validation video once: ``{"video": float32 [T, 3, S, S], "segmentation": int64 [T, h, w],
-    "key": str}`` with 0 = background/unlabelled (see :func:`~oc_perception.data.shards.segmentation_to_labels`).
+    "key": str}`` with 0 = background/unlabelled (see :func:`~oc_perception.data.shards.segmentation_to_labels`);
+    videos stored without segmentations (e.g. recorded from an env that gives none) come without the key.
     """
 
     def __init__(self, shards: Sequence[str | Path], transform: VideoTransform, *, max_videos: int | None = None,
@@ -46,17 +47,20 @@ class ValidationVideos(IterableDataset):
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
         part, parts = self.rank * workers + worker, self.world_size * workers
-        keys = [VIDEO, SEGMENTATIONS]
+        keys, optional = [VIDEO], [SEGMENTATIONS]
         if self.max_videos is None and len(self.shards) >= parts:
-            yield from iter_videos(self.shards[part::parts], keys)
+            yield from iter_videos(self.shards[part::parts], keys, optional)
             return
-        videos = iter_videos(self.shards, keys)
+        videos = iter_videos(self.shards, keys, optional)
         if self.max_videos is not None:
             videos = itertools.islice(videos, self.max_videos)
         yield from itertools.islice(videos, part, None, parts)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         for sample in self._videos():
+            if SEGMENTATIONS not in sample:
+                yield {"video": self.transform(sample[VIDEO]).video, "key": sample["__key__"]}
+                continue
             out = self.transform(sample[VIDEO], segmentation_to_labels(sample[SEGMENTATIONS]))
             yield {"video": out.video, "segmentation": out.labels, "key": sample["__key__"]}
 

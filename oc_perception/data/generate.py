@@ -28,6 +28,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+import yaml
 
 from oc_perception.data.shards import EmptyDatasetError, write_shards
 
@@ -39,8 +40,9 @@ OUR_POLICY = "envs.policies:ExplorationPolicy"
 
 
 def env_name(env_id: str) -> str:
-    """``"oc/ShapesPush-v0"`` -> ``"shapes_push"`` (the shard file prefix)."""
-    base = env_id.split("/")[-1].rsplit("-v", 1)[0]
+    """``"oc/ShapesPush-v0"`` -> ``"shapes_push"``, ``"panda_gym:PandaPush-v3"`` -> ``"panda_push"`` (the shard
+    file prefix)."""
+    base = env_id.split(":")[-1].split("/")[-1].rsplit("-v", 1)[0]
     return re.sub(r"(?<!^)(?=[A-Z])", "_", base).lower()
 
 
@@ -167,6 +169,8 @@ def main(argv: list[str] | None = None) -> None:
         "--val-episodes", type=int, default=None, help="validation videos (default: episodes // 10, at least 1)"
     )
     parser.add_argument("--image-size", type=int, default=None, help="passed as image_size= to the env (ours: 64)")
+    parser.add_argument("--env-kwargs", type=yaml.safe_load, default=None,
+                        help="more env constructor arguments, a YAML mapping, e.g. '{render_width: 64, render_height: 64}'")
     parser.add_argument("--policy", default=None,
                         help=f"'random' or MODULE:NAME (default: {OUR_POLICY} for oc/* ids, else random)")
     parser.add_argument("--seed", type=int, default=0)
@@ -190,7 +194,9 @@ def generate(args: argparse.Namespace) -> None:
     if args.image_size is not None and args.image_size < 1:
         raise ValueError(f"--image-size {args.image_size}: must be at least 1")
     policy = load_policy(args.policy or (OUR_POLICY if args.env.startswith("oc/") else "random"))
-    env_kwargs = {} if args.image_size is None else {"image_size": args.image_size}
+    if args.env_kwargs is not None and not isinstance(args.env_kwargs, dict):
+        raise ValueError(f"--env-kwargs {args.env_kwargs!r}: expected a YAML mapping such as '{{render_width: 64}}'")
+    env_kwargs = {**(args.env_kwargs or {}), **({} if args.image_size is None else {"image_size": args.image_size})}
     make_env(args.env, args.steps, env_kwargs).close()  # a bad id or argument stops here, before any file
     name = args.name or env_name(args.env)
     # Independent seed streams per split, so validation episodes are not replays of training ones.

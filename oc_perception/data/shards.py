@@ -160,17 +160,18 @@ def _decode(raw: dict, path: Path) -> dict[str, np.ndarray | str]:
     return sample
 
 
-def read_shard(path: str | Path, keys: Sequence[str] | None = None) -> Iterator[dict[str, np.ndarray | str]]:
+def read_shard(path: str | Path, keys: Sequence[str] | None = None,
+               optional: Sequence[str] = ()) -> Iterator[dict[str, np.ndarray | str]]:
     """Yield the videos of one shard as ``{"__key__": str, "video": uint8 [T, H, W, 3], ...}``.
 
     ``keys`` restricts the arrays read (e.g. ``["video"]`` skips segmentations and flow without
-    decoding them); a sample lacking one of them is an error. Raises :class:`ShardError` naming the
-    file when it is not a readable tar.
+    decoding them); a sample lacking one of them is an error. ``optional`` arrays are read when present.
+    Raises :class:`ShardError` naming the file when it is not a readable tar.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"shard {path} does not exist")
-    wanted = None if keys is None else {f"{k}.npy" for k in keys}
+    wanted = None if keys is None else {f"{k}.npy" for k in (*keys, *optional)}
 
     def select(fname: str) -> bool:
         return wanted is None or os.path.basename(fname).split(".", 1)[-1] in wanted
@@ -191,11 +192,11 @@ def read_shard(path: str | Path, keys: Sequence[str] | None = None) -> Iterator[
 
 
 def iter_videos(
-    paths: Iterable[str | Path], keys: Sequence[str] | None = None
+    paths: Iterable[str | Path], keys: Sequence[str] | None = None, optional: Sequence[str] = ()
 ) -> Iterator[dict[str, np.ndarray | str]]:
     """Yield the videos of several shards in order (see :func:`read_shard`)."""
     for path in paths:
-        yield from read_shard(path, keys)
+        yield from read_shard(path, keys, optional)
 
 
 def require_videos(paths: Sequence[str | Path]) -> None:
