@@ -179,25 +179,34 @@ def test_foreground_weight_weighs_the_pixels_unlike_the_floor():
     torch.testing.assert_close(feature_reconstruction_loss(floor_wrong, target, 5.0), torch.tensor(1 / 14))
 
 
-def test_segmentation_loss_matches_segments_to_slots_whatever_their_order():
+def test_segmentation_loss_matches_segments_to_slots_once_per_clip():
     from oc_perception.model.losses import segmentation_matching_loss
 
-    labels = torch.zeros(1, 4, 4, dtype=torch.long)
-    labels[0, :2, :2] = 3  # a small object; the rest is background (a segment too)
+    labels = torch.zeros(1, 2, 4, 4, dtype=torch.long)
+    labels[0, :, :2, :2] = 3  # a small object in both frames; the rest is background (a segment too)
     k = 3
-    perfect = torch.zeros(1, k, 16)
-    perfect[0, 2] = (labels.flatten() == 3).float()  # slot 2 holds the object, slot 0 the floor, slot 1 nothing
-    perfect[0, 0] = (labels.flatten() == 0).float()
+    obj, floor = (labels[0, 0].flatten() == 3).float(), (labels[0, 0].flatten() == 0).float()
+    perfect = torch.zeros(1, 2, k, 16)
+    perfect[0, :, 2], perfect[0, :, 0] = obj, floor  # slot 2 holds the object, slot 0 the floor, slot 1 nothing
     assert segmentation_matching_loss(perfect, labels) < 1e-4
-    uniform = torch.full((1, k, 16), 1 / k)
-    torch.testing.assert_close(segmentation_matching_loss(uniform, labels), torch.tensor(np.log(k)).float(),
+    # Uniform masks: cross-entropy log K, and the soft IoU of a 1/K mask over the whole frame.
+    uniform = torch.full((1, 2, k, 16), 1 / k)
+    iou_obj = (4 / k) / (4 + 16 / k - 4 / k)
+    iou_floor = (12 / k) / (12 + 16 / k - 12 / k)
+    expected = np.log(k) + 1 - (iou_obj + iou_floor) / 2
+    torch.testing.assert_close(segmentation_matching_loss(uniform, labels), torch.tensor(expected).float(),
                                atol=1e-4, rtol=1e-4)
-    # One slot owning everything: the floor segment is right, the object is not (another slot must take it).
-    one = torch.zeros(1, k, 16)
-    one[0, 1] = 1.0
-    assert segmentation_matching_loss(one, labels) > 5
-    with pytest.raises(ValueError, match="labels must be at the decoder mask resolution"):
-        segmentation_matching_loss(perfect, torch.zeros(1, 8, 8, dtype=torch.long))
+    # The object switching slots between frames costs: one slot per segment for the whole clip.
+    switched = perfect.clone()
+    switched[0, 1, 2], switched[0, 1, 1] = 0, obj
+    assert segmentation_matching_loss(switched, labels) > 1
+    # Oversized masks cost through the IoU although they cover the object.
+    blob = perfect.clone()
+    blob[0, :, 2] = 1.0
+    blob[0, :, 0] = 0.0
+    assert segmentation_matching_loss(blob, labels) > 0.5
+    with pytest.raises(ValueError, match="labels must be"):
+        segmentation_matching_loss(perfect, torch.zeros(1, 2, 8, 8, dtype=torch.long))
 
 
 def test_supervised_training_reads_segmentations(tmp_path):

@@ -55,26 +55,36 @@ def slot_slot_contrastive_loss(
 
 
 def segmentation_matching_loss(masks: torch.Tensor, labels: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """Supervised mask loss: each ground-truth segment is matched to one slot, which must own its pixels.
+    """Supervised mask loss: each ground-truth segment of a clip is matched to one slot, which must own exactly
+    its pixels in every frame.
 
-    masks [N, K, M] (decoder masks, a distribution over the K slots at each of the M = h * w pixels); labels
-    int [N, h, w] (segment ids; 0, the background, is a segment too, so a slot learns the floor). Per frame,
-    the Hungarian matching (scipy) pairs segments with slots by the cost ``-mean log mask`` over the segment's
-    pixels, and the loss is that cost of the matched pairs, averaged over segments and frames: every segment
-    counts alike whatever its area, which keeps small objects from drowning in the floor. Unmatched slots (more
-    slots than segments) get no target.
+    masks [B, T, K, M] (decoder masks, a distribution over the K slots at each of the M = h * w pixels); labels
+    int [B, T, h, w] (segment ids, the same id for an object in every frame; 0, the background, is a segment
+    too, so a slot learns the floor). Per clip, the Hungarian matching (scipy) pairs segments with slots once
+    for all T frames, so an object is taught to stay in one slot over time. The cost of a (segment, slot) pair,
+    averaged over the frames the segment is visible in, is the cross-entropy ``-mean log mask`` over the
+    segment's pixels (the slot must cover the segment) plus ``1 - soft IoU`` (and nothing else: the mBO the
+    masks are judged by). The loss is the cost of the matched pairs, averaged over segments and clips: every
+    segment counts alike whatever its area, so small objects do not drown in the floor. Slots beyond the
+    segments get no target.
     """
-    n, k, m = masks.shape
-    if labels.shape[0] != n or labels[0].numel() != m:
+    b, t, k, m = masks.shape
+    if labels.shape[:2] != (b, t) or labels[0, 0].numel() != m:
         raise ValueError(f"segmentation loss: masks {tuple(masks.shape)} and labels {tuple(labels.shape)} do not "
-                         "match (labels must be at the decoder mask resolution)")
-    flat = labels.reshape(n, m).long()
+                         "match (labels must be [B, T, h, w] at the decoder mask resolution)")
+    flat = labels.reshape(b, t, m).long()
     log_masks = (masks + eps).log()
     total, count = masks.new_zeros(()), 0
-    for i in range(n):
+    for i in range(b):
         ids = flat[i].unique()
-        onehot = (flat[i][None] == ids[:, None]).to(masks.dtype)  # [G, M]
-        cost = -(onehot @ log_masks[i].T) / onehot.sum(-1, keepdim=True)  # [G, K]
+        onehot = (flat[i][None] == ids[:, None, None]).to(masks.dtype)  # [G, T, M]
+        area = onehot.sum(-1)  # [G, T]
+        visible = (area > 0).to(masks.dtype)
+        ce = -torch.einsum("gtm,tkm->gtk", onehot, log_masks[i]) / area.clamp(min=1)[..., None]  # [G, T, K]
+        inter = torch.einsum("gtm,tkm->gtk", onehot, masks[i])
+        union = area[..., None] + masks[i].sum(-1)[None] - inter
+        cost_t = ce + 1 - inter / union.clamp(min=eps)
+        cost = (cost_t * visible[..., None]).sum(1) / visible.sum(1, keepdim=True).clamp(min=1)  # [G, K]
         rows, cols = linear_sum_assignment(cost.detach().cpu().numpy())
         total = total + cost[torch.as_tensor(rows), torch.as_tensor(cols)].sum()
         count += len(rows)

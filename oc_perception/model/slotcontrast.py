@@ -249,8 +249,7 @@ class SlotContrast(nn.Module):
         losses = {"loss_featrec": featrec, "loss_ss": ss}
         total = lc.featrec_weight * featrec + lc.ss_weight * ss
         if lc.segmentation_weight > 0 and segmentation is not None:
-            masks = rearrange(out["decoder_masks"], "b t k m -> (b t) k m")
-            losses["loss_seg"] = segmentation_matching_loss(masks, rearrange(segmentation, "b t h w -> (b t) h w"))
+            losses["loss_seg"] = segmentation_matching_loss(out["decoder_masks"], segmentation)
             total = total + lc.segmentation_weight * losses["loss_seg"]
         return {**losses, "loss_total": total}
 
