@@ -242,3 +242,16 @@ def test_broadcast_masks_through_inference_and_dynamics_decoding(tmp_path):
     masks = decode_masks(model, torch.randn(5, 4, 32))
     assert masks.shape == (5, 4, 256)
     torch.testing.assert_close(masks.sum(1), torch.ones(5, 256))
+
+
+def test_segmentation_loss_matches_several_mask_sets_jointly():
+    from oc_perception.model.losses import segmentation_matching_loss
+
+    labels = torch.zeros(1, 1, 4, 4, dtype=torch.long)
+    labels[0, 0, :2, :2] = 1
+    masks = torch.softmax(torch.randn(1, 1, 3, 16, generator=torch.Generator().manual_seed(0)), dim=2)
+    single = segmentation_matching_loss(masks, labels)
+    torch.testing.assert_close(segmentation_matching_loss([masks, masks], [labels, labels]), 2 * single)
+    coarse = labels[..., ::2, ::2]  # the same segments on a 2 x 2 grid
+    both = segmentation_matching_loss([masks, masks[..., :4]], [labels, coarse])
+    assert both > single

@@ -54,37 +54,47 @@ def slot_slot_contrastive_loss(
     return F.cross_entropy(logits, target)
 
 
-def segmentation_matching_loss(masks: torch.Tensor, labels: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+def _segment_costs(masks: torch.Tensor, labels: torch.Tensor, eps: float) -> torch.Tensor:
+    """masks [T, K, M], labels [T, M] -> cost [G, K] per segment id of ``labels`` (sorted) and slot."""
+    log_masks = (masks + eps).log()
+    ids = labels.unique()
+    onehot = (labels[None] == ids[:, None, None]).to(masks.dtype)  # [G, T, M]
+    area = onehot.sum(-1)  # [G, T]
+    visible = (area > 0).to(masks.dtype)
+    ce = -torch.einsum("gtm,tkm->gtk", onehot, log_masks) / area.clamp(min=1)[..., None]  # [G, T, K]
+    inter = torch.einsum("gtm,tkm->gtk", onehot, masks)
+    union = area[..., None] + masks.sum(-1)[None] - inter
+    cost_t = ce + 1 - inter / union.clamp(min=eps)
+    return (cost_t * visible[..., None]).sum(1) / visible.sum(1, keepdim=True).clamp(min=1)
+
+
+def segmentation_matching_loss(masks: torch.Tensor | list[torch.Tensor], labels: torch.Tensor | list[torch.Tensor],
+                               eps: float = 1e-6) -> torch.Tensor:
     """Supervised mask loss: each ground-truth segment of a clip is matched to one slot, which must own exactly
     its pixels in every frame.
 
-    masks [B, T, K, M] (decoder masks, a distribution over the K slots at each of the M = h * w pixels); labels
-    int [B, T, h, w] (segment ids, the same id for an object in every frame; 0, the background, is a segment
-    too, so a slot learns the floor). Per clip, the Hungarian matching (scipy) pairs segments with slots once
-    for all T frames, so an object is taught to stay in one slot over time. The cost of a (segment, slot) pair,
-    averaged over the frames the segment is visible in, is the cross-entropy ``-mean log mask`` over the
-    segment's pixels (the slot must cover the segment) plus ``1 - soft IoU`` (and nothing else: the mBO the
-    masks are judged by). The loss is the cost of the matched pairs, averaged over segments and clips: every
-    segment counts alike whatever its area, so small objects do not drown in the floor. Slots beyond the
-    segments get no target.
+    masks [B, T, K, M] (a distribution over the K slots at each of the M = h * w pixels); labels int
+    [B, T, h, w] (segment ids, the same id for an object in every frame; 0, the background, is a segment too,
+    so a slot learns the floor). Lists of masks and labels (e.g. the decoder masks and the slot-attention masks,
+    each with labels at its resolution) are matched jointly: one assignment of segments to slots for all of
+    them, their costs summed. Per clip, the Hungarian matching (scipy) pairs segments with slots once for all T
+    frames, so an object is taught to stay in one slot over time. The cost of a (segment, slot) pair, averaged
+    over the frames the segment is visible in, is the cross-entropy ``-mean log mask`` over the segment's pixels
+    (the slot must cover the segment) plus ``1 - soft IoU`` (and nothing else: the mBO the masks are judged
+    by). The loss is the cost of the matched pairs, averaged over segments and clips: every segment counts
+    alike whatever its area, so small objects do not drown in the floor. Slots beyond the segments get no
+    target.
     """
-    b, t, k, m = masks.shape
-    if labels.shape[:2] != (b, t) or labels[0, 0].numel() != m:
-        raise ValueError(f"segmentation loss: masks {tuple(masks.shape)} and labels {tuple(labels.shape)} do not "
-                         "match (labels must be [B, T, h, w] at the decoder mask resolution)")
-    flat = labels.reshape(b, t, m).long()
-    log_masks = (masks + eps).log()
-    total, count = masks.new_zeros(()), 0
+    masks_list = masks if isinstance(masks, (list, tuple)) else [masks]
+    labels_list = labels if isinstance(labels, (list, tuple)) else [labels]
+    b, t, k, _ = masks_list[0].shape
+    for m, lab in zip(masks_list, labels_list):
+        if lab.shape[:2] != (b, t) or m.shape[:3] != (b, t, k) or lab[0, 0].numel() != m.shape[-1]:
+            raise ValueError(f"segmentation loss: masks {tuple(m.shape)} and labels {tuple(lab.shape)} do not "
+                             "match (labels must be [B, T, h, w] at the mask resolution)")
+    total, count = masks_list[0].new_zeros(()), 0
     for i in range(b):
-        ids = flat[i].unique()
-        onehot = (flat[i][None] == ids[:, None, None]).to(masks.dtype)  # [G, T, M]
-        area = onehot.sum(-1)  # [G, T]
-        visible = (area > 0).to(masks.dtype)
-        ce = -torch.einsum("gtm,tkm->gtk", onehot, log_masks[i]) / area.clamp(min=1)[..., None]  # [G, T, K]
-        inter = torch.einsum("gtm,tkm->gtk", onehot, masks[i])
-        union = area[..., None] + masks[i].sum(-1)[None] - inter
-        cost_t = ce + 1 - inter / union.clamp(min=eps)
-        cost = (cost_t * visible[..., None]).sum(1) / visible.sum(1, keepdim=True).clamp(min=1)  # [G, K]
+        cost = sum(_segment_costs(m[i], lab[i].reshape(t, -1).long(), eps) for m, lab in zip(masks_list, labels_list))
         rows, cols = linear_sum_assignment(cost.detach().cpu().numpy())
         total = total + cost[torch.as_tensor(rows), torch.as_tensor(cols)].sum()
         count += len(rows)

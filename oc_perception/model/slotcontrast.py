@@ -16,7 +16,7 @@ from einops import rearrange
 from torch import nn
 
 from oc_perception.config import ModelConfig
-from oc_perception.data.transforms import preprocess_frames
+from oc_perception.data.transforms import preprocess_frames, resize_labels
 from oc_perception.model.decoder import BroadcastDecoder, MLPDecoder
 from oc_perception.model.encoder import FeatureMLP, build_encoder
 from oc_perception.model.initializer import RandomSlots, initial_positions
@@ -241,7 +241,8 @@ class SlotContrast(nn.Module):
         """Losses of a clip forward: loss_featrec, loss_ss (needs T >= 2) and their weighted sum loss_total.
 
         With ``loss.segmentation_weight`` > 0 and ``segmentation`` (int labels [B, T, h, w] at the decoder mask
-        resolution ``mask_side``), also loss_seg, the supervised mask loss (``segmentation_matching_loss``).
+        resolution ``mask_side``), also loss_seg, the supervised mask loss (``segmentation_matching_loss``) of the
+        decoder and slot-attention masks, matched jointly.
         """
         lc = self.cfg.loss
         featrec = feature_reconstruction_loss(out["reconstruction"], out["target"], lc.foreground_weight)
@@ -249,7 +250,12 @@ class SlotContrast(nn.Module):
         losses = {"loss_featrec": featrec, "loss_ss": ss}
         total = lc.featrec_weight * featrec + lc.ss_weight * ss
         if lc.segmentation_weight > 0 and segmentation is not None:
-            losses["loss_seg"] = segmentation_matching_loss(out["decoder_masks"], segmentation)
+            # The slot-attention masks are supervised too, with the same matching: a slot that reads its object
+            # is what lets the decoder draw it (decoder supervision alone carves the frame into regions).
+            grid_labels = resize_labels(rearrange(segmentation, "b t h w -> (b t) h w"), (self.grid, self.grid))
+            losses["loss_seg"] = segmentation_matching_loss(
+                [out["decoder_masks"], out["grouping_masks"]],
+                [segmentation, rearrange(grid_labels, "(b t) h w -> b t h w", b=segmentation.shape[0])])
             total = total + lc.segmentation_weight * losses["loss_seg"]
         return {**losses, "loss_total": total}
 
