@@ -255,3 +255,7 @@ def test_segmentation_loss_matches_several_mask_sets_jointly():
     coarse = labels[..., ::2, ::2]  # the same segments on a 2 x 2 grid
     both = segmentation_matching_loss([masks, masks[..., :4]], [labels, coarse])
     assert both > single
+    # A segment that vanishes from the coarse grid still counts at the fine one.
+    tiny = labels.clone()
+    tiny[0, 0, 3, 3] = 2
+    assert segmentation_matching_loss([masks, masks[..., :4]], [tiny, tiny[..., ::2, ::2]]) > 0

@@ -54,10 +54,10 @@ def slot_slot_contrastive_loss(
     return F.cross_entropy(logits, target)
 
 
-def _segment_costs(masks: torch.Tensor, labels: torch.Tensor, eps: float) -> torch.Tensor:
-    """masks [T, K, M], labels [T, M] -> cost [G, K] per segment id of ``labels`` (sorted) and slot."""
+def _segment_costs(masks: torch.Tensor, labels: torch.Tensor, ids: torch.Tensor, eps: float) -> torch.Tensor:
+    """masks [T, K, M], labels [T, M], segment ids [G] -> cost [G, K] (0 for a segment absent at this
+    resolution: a small object can vanish from a coarse grid)."""
     log_masks = (masks + eps).log()
-    ids = labels.unique()
     onehot = (labels[None] == ids[:, None, None]).to(masks.dtype)  # [G, T, M]
     area = onehot.sum(-1)  # [G, T]
     visible = (area > 0).to(masks.dtype)
@@ -94,7 +94,9 @@ def segmentation_matching_loss(masks: torch.Tensor | list[torch.Tensor], labels:
                              "match (labels must be [B, T, h, w] at the mask resolution)")
     total, count = masks_list[0].new_zeros(()), 0
     for i in range(b):
-        cost = sum(_segment_costs(m[i], lab[i].reshape(t, -1).long(), eps) for m, lab in zip(masks_list, labels_list))
+        ids = torch.unique(torch.cat([lab[i].reshape(-1) for lab in labels_list]))
+        cost = sum(_segment_costs(m[i], lab[i].reshape(t, -1).long(), ids, eps)
+                   for m, lab in zip(masks_list, labels_list))
         rows, cols = linear_sum_assignment(cost.detach().cpu().numpy())
         total = total + cost[torch.as_tensor(rows), torch.as_tensor(cols)].sum()
         count += len(rows)
