@@ -233,7 +233,8 @@ def train(args: argparse.Namespace) -> Path:
             step, compute_losses,
             validate=lambda s: validate(model, val_loader, cfg, device, writer, s),
             save=lambda s: save_training_checkpoint(log_dir, model, optim, sched, s, cfg),
-            describe=lambda results: ", ".join(f"{k[4:]} {v:.4f}" for k, v in sorted(results.items())))
+            describe=lambda results: ", ".join(f"{k[4:]} {v:.4f}" for k, v in sorted(results.items())),
+            rng_state=None if state is None else state["rng"])
         if d.main:
             writer.close()
         if d.world_size > 1:

@@ -72,7 +72,9 @@ def set_rng_states(states: dict) -> None:
 
 def restore(state: dict, model: torch.nn.Module, optim, sched, source: Path,
             allow_missing: Callable[[str], bool] = lambda key: False) -> int:
-    """Load a training state (model, optimiser, schedule, RNG) to continue exactly; returns its step.
+    """Load a training state (model, optimiser, schedule) to continue exactly; returns its step. The RNG state
+    is set by ``TrainLoop.run(rng_state=state["rng"])`` right before the first step: building the data
+    iterators draws from the torch RNG, which the uninterrupted run did before its first step too.
 
     ``allow_missing(key)``: model keys that may be absent (a frozen backbone, rebuilt rather than stored).
     """
@@ -82,7 +84,6 @@ def restore(state: dict, model: torch.nn.Module, optim, sched, source: Path,
         raise CheckpointError(f"{source} does not fit the model: missing {missing}, unexpected {unexpected}")
     optim.load_state_dict(state["optimizer"])
     sched.load_state_dict(state["scheduler"])
-    set_rng_states(state["rng"])
     return int(state["step"])
 
 
@@ -100,9 +101,12 @@ class TrainLoop:
 
     def run(self, step: int, compute_losses: Callable[[int], dict[str, torch.Tensor]],
             validate: Callable[[int], dict[str, float]], save: Callable[[int], Any],
-            describe: Callable[[dict[str, float]], str]) -> int:
+            describe: Callable[[dict[str, float]], str], rng_state: dict | None = None) -> int:
         """``compute_losses(step)`` -> losses with ``loss_total``; ``validate(step)`` -> scalars to log;
-        ``save(step)`` writes a checkpoint; ``describe(results)`` is the line printed after validation."""
+        ``save(step)`` writes a checkpoint; ``describe(results)`` is the line printed after validation;
+        ``rng_state`` (a resumed run's) is set before the first step."""
+        if rng_state is not None:
+            set_rng_states(rng_state)
         cfg, main = self.cfg, self.writer is not None
         end = min(cfg.max_steps, getattr(cfg, "stop_at", None) or cfg.max_steps)
         bar = tqdm(total=end, initial=step, desc="train", disable=not main, dynamic_ncols=True)
@@ -129,7 +133,8 @@ class TrainLoop:
                 bar.set_postfix(loss=f"{total:.4g}")
             last = step == end
             if main and (step % cfg.val_every == 0 or last):
-                results = validate(step)
+                with torch.random.fork_rng(devices=[]):  # validation (its DataLoader draws a seed) leaves the
+                    results = validate(step)              # training RNG as it was: runs match whatever val_every
                 for key, value in results.items():
                     self.writer.add_scalar(key, value, step)
                 bar.write(f"step {step}: {describe(results)}")

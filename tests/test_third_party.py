@@ -69,6 +69,7 @@ def test_pretrain_on_videos_without_segmentation(tmp_path, capsys):
     train_main(["configs/pretrain/panda.yml", *tiny_overrides("cnn"), "model.encoder.input_size=64",
                 "data.train_shards=panda_push-train-*.tar", "data.val_shards=panda_push-validation-*.tar",
                 "data.batch_size=2", "data.num_workers=0", "trainer.max_steps=2", "trainer.val_every=2",
+                "trainer.stop_at=null", "model.loss.segmentation_weight=0",
                 "--data-dir", str(tmp_path), "--log-dir", str(tmp_path / "run")])
     last = [line for line in capsys.readouterr().out.splitlines() if line.startswith("step 2:")][-1]
     assert "loss_total" in last and "ari" not in last  # losses only: there is no segmentation to score

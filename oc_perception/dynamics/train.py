@@ -173,7 +173,8 @@ def train(args: argparse.Namespace) -> Path:
             step, compute_losses,
             validate=lambda s: validate(model, val_slots, val_actions, cfg),
             save=lambda s: save_training_checkpoint(log_dir, model, optim, sched, s, cfg, meta),
-            describe=lambda r: f"val mse {r['val/mse']:.4g} (copy-last {r['val/copy_last_mse']:.4g})")
+            describe=lambda r: f"val mse {r['val/mse']:.4g} (copy-last {r['val/copy_last_mse']:.4g})",
+            rng_state=None if state is None else state["rng"])
         writer.close()
     return log_dir
 
