@@ -176,7 +176,7 @@ class VideoReader:
 # ---------------------------------------------------------------------------------------------- writing
 
 
-def _frames(frames: ArrayLike) -> torch.Tensor:
+def as_frames(frames: ArrayLike) -> torch.Tensor:
     """uint8 RGB ``[T, H, W, 3]`` (numpy or torch) -> a CPU tensor, with a clear error otherwise."""
     frames = torch.as_tensor(frames).cpu()
     check_rgb_uint8(frames)
@@ -231,7 +231,7 @@ class VideoWriter:
 
     def write(self, frames: ArrayLike) -> None:
         """Append uint8 RGB frames ``[T, H, W, 3]`` (or one frame ``[H, W, 3]``); all of one size."""
-        x = _frames(frames[None] if np.ndim(frames) == 3 else frames).numpy()
+        x = as_frames(frames[None] if np.ndim(frames) == 3 else frames).numpy()
         if self._size is None:
             self._open(x.shape[1:3])
         elif x.shape[1:3] != self._size:

@@ -24,7 +24,8 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
-from oc_perception.data.transforms import check_rgb_uint8, resize_labels
+from oc_perception.data.transforms import resize_labels
+from oc_perception.io import as_frames
 
 ArrayLike = np.ndarray | torch.Tensor
 
@@ -45,15 +46,6 @@ BOUNDARY_COLOR = (255, 255, 255)
 
 
 # ---------------------------------------------------------------------------------------------- inputs
-
-
-def _frames(frames: ArrayLike) -> torch.Tensor:
-    """uint8 RGB ``[T, H, W, 3]`` (numpy or torch) -> a CPU tensor, with a clear error otherwise."""
-    frames = torch.as_tensor(frames).cpu()
-    check_rgb_uint8(frames)
-    if frames.ndim != 4:
-        raise ValueError(f"frames: expected uint8 RGB [T, H, W, 3], got shape {tuple(frames.shape)}")
-    return frames
 
 
 def _colors(n: int) -> torch.Tensor:
@@ -103,7 +95,7 @@ def upsample_masks(masks: ArrayLike, size: Sequence[int]) -> torch.Tensor:
 def resize_frames(frames: ArrayLike, size: Sequence[int]) -> np.ndarray:
     """uint8 ``[T, H, W, 3]`` -> uint8 ``[T, *size, 3]``, bilinear with antialiasing: for display only (the
     model's input transform is ``model.preprocess``)."""
-    return _to_uint8(_resize(_frames(frames), size))
+    return _to_uint8(_resize(as_frames(frames), size))
 
 
 def _resize(frames: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
@@ -147,7 +139,7 @@ def overlay_masks(frames: ArrayLike, masks: ArrayLike, alpha: float = 0.5, bound
             ``(1 - alpha) * frame + alpha * PALETTE[k]``.
         boundaries: draw 1-pixel white lines where the argmax slot changes.
     """
-    x = _frames(frames)
+    x = as_frames(frames)
     size = x.shape[1:3]
     masks = torch.as_tensor(masks).cpu()
     if masks.dtype.is_floating_point:
@@ -177,7 +169,7 @@ def slot_grid(frames: ArrayLike, masks: ArrayLike, rows: int | None = None) -> n
         rows: grid rows (default ``round(sqrt(K))``, ``cols = ceil(K / rows)``). Panels are the frame shrunk
             by ``rows``, so the grid is as high as the frames (up to rounding).
     """
-    x = _frames(frames)
+    x = as_frames(frames)
     masks = torch.as_tensor(masks)
     if masks.ndim != 4 or masks.shape[0] != x.shape[0]:
         raise ValueError(f"masks: expected soft [T, K, h, w] with T={x.shape[0]}, got {tuple(masks.shape)}")
@@ -200,7 +192,7 @@ def compose_panels(*videos: ArrayLike, gap: int = 2) -> np.ndarray:
     padded with black at the bottom, ``gap`` black columns separate them."""
     if not videos:
         raise ValueError("compose_panels: need at least one video")
-    tensors = [_frames(v) for v in videos]
+    tensors = [as_frames(v) for v in videos]
     t, height = tensors[0].shape[0], max(v.shape[1] for v in tensors)
     if any(v.shape[0] != t for v in tensors):
         raise ValueError(f"compose_panels: videos differ in length: {[v.shape[0] for v in tensors]}")
@@ -233,7 +225,7 @@ def add_video(writer: Any, tag: str, frames: ArrayLike, step: int, fps: float = 
     An animated ``add_video`` when moviepy (< 2) is installed; otherwise an image strip of up to ``max_strip``
     evenly spaced frames side by side, so logging never needs an extra dependency.
     """
-    x = _frames(frames)
+    x = as_frames(frames)
     if _tensorboard_encodes_video():
         writer.add_video(tag, rearrange(x, "t h w c -> 1 t c h w"), step, fps=fps)
         return
