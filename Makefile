@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 TORCH  ?= torch==2.14.1 torchvision==0.29.1
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: venv test test-slow demo bench clean
+.PHONY: venv test test-slow demo bench shapes-model clean
 
 venv: $(STAMP)
 
@@ -25,6 +25,16 @@ test-slow: venv
 
 demo: venv
 	$(PY) -m agents.demo
+
+# The bundled Shapes perception model, in two stages (docs/checkpoints.md): about 90 min of one CPU core.
+shapes-model: venv
+	test -d data/shapes || for task in Reach Push OddOneOut; do \
+	  $(PY) -m oc_perception.data.generate --env oc/Shapes$$task-v0 --episodes 600 --steps 24 --val-episodes 30 \
+	    --out data/shapes || exit 1; done
+	$(PY) -m oc_perception.train shapes_stage1 --data-dir data --log-dir runs/shapes_stage1
+	$(PY) -m oc_perception.train shapes --data-dir data --log-dir runs/shapes \
+	  --init-from runs/shapes_stage1/model.safetensors
+	cp runs/shapes/model.safetensors oc_perception/checkpoints/shapes.safetensors
 
 bench: venv
 	for b in benchmarks/*.py; do $(PY) $$b || exit 1; done

@@ -11,6 +11,7 @@ from typing import Any
 
 from envs import ENV_IDS
 from oc_perception.config import ConfigError, load_config
+from oc_perception.wrappers import MASK_SOURCES
 
 OBS_TYPES = ("slots", "pixels", "state")
 """slots: SlotContrast slots (the perception checkpoint); pixels: raw 64 x 64 frames (CnnPolicy); state:
@@ -39,7 +40,12 @@ class ExtractorConfig:
     embed_dim: int = 64
     num_layers: int = 2
     num_heads: int = 4
-    use_masks: bool = False  # also feed the decoder masks (the wrapper then runs the decoder every step)
+    use_masks: bool = False  # also feed each slot's mask: where it is in the image
+    # Which masks: "attention" (slot attention's, which every step computes anyway) or "decoder" (the decoder
+    # then runs every step: the wrapper steps ~3x slower with the Shapes model, docs/wrappers.md).
+    mask_source: str = "attention"
+    # One extractor for the policy and the value function (SB3's default), or one each.
+    share: bool = True
 
 
 @dataclass
@@ -82,6 +88,9 @@ def check_agent_config(cfg: AgentConfig) -> None:
         raise ConfigError(f"obs must be one of {', '.join(OBS_TYPES)}, got '{cfg.obs}'")
     if cfg.vec_env not in VEC_ENVS:
         raise ConfigError(f"vec_env must be one of {', '.join(VEC_ENVS)}, got '{cfg.vec_env}'")
+    if cfg.extractor.mask_source not in MASK_SOURCES:
+        raise ConfigError(f"extractor.mask_source must be one of {', '.join(MASK_SOURCES)}, "
+                          f"got '{cfg.extractor.mask_source}'")
     positive = {"n_envs": cfg.n_envs, "total_timesteps": cfg.total_timesteps, "eval_freq": cfg.eval_freq,
                 "eval_episodes": cfg.eval_episodes, "ppo.n_steps": cfg.ppo.n_steps,
                 "ppo.batch_size": cfg.ppo.batch_size, "ppo.n_epochs": cfg.ppo.n_epochs}

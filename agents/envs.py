@@ -36,7 +36,8 @@ def make_vec_env(cfg: AgentConfig, obs: str, n_envs: int, perception: SlotContra
     factories = [functools.partial(make_env, cfg.env_id, obs, cfg.env_kwargs) for _ in range(n_envs)]
     venv = SubprocVecEnv(factories) if cfg.vec_env == "subproc" else DummyVecEnv(factories)
     if obs == "slots":
-        return VecSlotObservation(venv, checkpoint=perception, include_masks=cfg.extractor.use_masks)
+        return VecSlotObservation(venv, checkpoint=perception, include_masks=cfg.extractor.use_masks,
+                                  mask_source=cfg.extractor.mask_source)
     return VecTransposeImage(venv) if obs == "pixels" else venv
 
 
@@ -44,5 +45,6 @@ def make_single_env(cfg: AgentConfig, obs: str, perception: SlotContrast | None 
     """One env with the observations of ``make_vec_env`` (for recording an episode)."""
     env = make_env(cfg.env_id, obs, cfg.env_kwargs)
     if obs == "slots":
-        env = SlotObservation(env, checkpoint=perception, include_masks=cfg.extractor.use_masks)
+        env = SlotObservation(env, checkpoint=perception, include_masks=cfg.extractor.use_masks,
+                              mask_source=cfg.extractor.mask_source)
     return env

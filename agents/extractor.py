@@ -25,8 +25,10 @@ class SlotSetExtractor(BaseFeaturesExtractor):
 
     Observation space: ``Box(-inf, inf, (K, D))`` of slots, or ``Dict(slots=Box (K, D), masks=Box(0, 1, (K, g, g)))``
     as ``VecSlotObservation(include_masks=True)`` gives. Each slot ``[D]`` becomes a token through
-    ``LayerNorm + Linear``; with ``use_masks`` its mask, pooled to ``m x m`` (``m = min(g, 8)``) and flattened, goes
-    through a ``Linear`` and is added to the token, so the policy also sees where each slot is in the image.
+    ``LayerNorm + Linear``; with ``use_masks`` its mask, pooled to ``m x m`` (``m = min(g, 8)``) and flattened, and
+    the mask's moments (area, centre x and y, spread), each through a ``Linear``, are added to the token, so the
+    policy also sees where each slot is; with the centres, the offset between two slots (the agent and an
+    object) is a linear function of their tokens.
 
     Args:
         observation_space: the slot observation space (see above).
@@ -55,12 +57,24 @@ class SlotSetExtractor(BaseFeaturesExtractor):
             grid = observation_space["masks"].shape[-1]
             self.mask_grid = min(grid, MASK_GRID)
             self.mask_proj = nn.Linear(self.mask_grid ** 2, embed_dim)
+            self.moment_proj = nn.Linear(4, embed_dim)
+            self.register_buffer("coords", torch.linspace(-1, 1, grid), persistent=False)
         self.cls_token = nn.Parameter(torch.randn(1, 1, embed_dim) * 0.02)
         layer = nn.TransformerEncoderLayer(embed_dim, num_heads, dim_feedforward=4 * embed_dim, dropout=0.0,
                                            batch_first=True, norm_first=True)
         # Pre-LN blocks leave the residual stream un-normalised: the final LayerNorm does it.
         self.encoder = nn.TransformerEncoder(layer, num_layers, norm=nn.LayerNorm(embed_dim),
                                              enable_nested_tensor=False)
+
+    def _moments(self, masks: torch.Tensor) -> torch.Tensor:
+        """masks [B, K, g, g] -> [B, K, 4]: area (fraction of the image), centre x, centre y (in [-1, 1]), spread."""
+        mass = masks.sum((-2, -1))  # [B, K]
+        weights = masks / mass.clamp(min=1e-6)[..., None, None]
+        cx = (weights.sum(-2) * self.coords).sum(-1)  # columns: x
+        cy = (weights.sum(-1) * self.coords).sum(-1)  # rows: y
+        spread = (weights * ((self.coords[None, :] - cx[..., None, None]) ** 2
+                             + (self.coords[:, None] - cy[..., None, None]) ** 2)).sum((-2, -1)).sqrt()
+        return torch.stack([mass / masks[0, 0].numel(), cx, cy, spread], dim=-1)
 
     def forward(self, observations: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor:
         """Slots ``[B, K, D]`` (or a dict with ``"slots"`` and ``"masks"`` ``[B, K, g, g]``) -> ``[B, embed_dim]``."""
@@ -70,6 +84,6 @@ class SlotSetExtractor(BaseFeaturesExtractor):
             masks = observations["masks"]
             b, k = masks.shape[:2]
             pooled = F.adaptive_avg_pool2d(masks.flatten(0, 1), self.mask_grid)  # [B*K, m, m]
-            tokens = tokens + self.mask_proj(pooled.reshape(b, k, -1))
+            tokens = tokens + self.mask_proj(pooled.reshape(b, k, -1)) + self.moment_proj(self._moments(masks))
         x = torch.cat([self.cls_token.expand(tokens.shape[0], -1, -1), tokens], dim=1)  # [B, 1 + K, E]
         return self.encoder(x)[:, 0]

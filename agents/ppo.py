@@ -128,8 +128,10 @@ def build_agent(cfg: AgentConfig, venv: VecEnv, log_dir: Path, device: torch.dev
     policy_kwargs = None
     if cfg.obs == "slots":
         policy = "MultiInputPolicy" if cfg.extractor.use_masks else "MlpPolicy"  # masks make it a Dict space
-        policy_kwargs = {"features_extractor_class": SlotSetExtractor,
-                         "features_extractor_kwargs": to_dict(cfg.extractor)}
+        # mask_source is the wrapper's (agents.envs), share the policy's; the rest is the extractor's.
+        kwargs = {k: v for k, v in to_dict(cfg.extractor).items() if k not in ("mask_source", "share")}
+        policy_kwargs = {"features_extractor_class": SlotSetExtractor, "features_extractor_kwargs": kwargs,
+                         "share_features_extractor": cfg.extractor.share}
     else:
         policy = "CnnPolicy" if cfg.obs == "pixels" else "MlpPolicy"
     p = cfg.ppo

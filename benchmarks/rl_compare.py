@@ -73,7 +73,8 @@ def yaml_mapping(text: str) -> dict:
 
 def held_out_rates(cfg: AgentConfig, result: RunResult, scenes: list[dict], checkpoint: str | None,
                    device: str) -> list[tuple[float, float]]:
-    """(agent, random policy) success rates of a trained run in each held-out scene distribution."""
+    """(agent, random policy) success rates of a trained run in each held-out scene distribution; NaN for the
+    agent where the scene changes its observation space (the state rows grow with ``num_objects``)."""
     from stable_baselines3 import PPO
 
     from agents.envs import make_vec_env
@@ -89,7 +90,8 @@ def held_out_rates(cfg: AgentConfig, result: RunResult, scenes: list[dict], chec
         scene_cfg = dataclasses.replace(cfg, env_kwargs={**cfg.env_kwargs, **scene})
         check_env_kwargs(cfg.env_id, scene_cfg.env_kwargs, "--test-env-kwargs")
         venv = make_vec_env(scene_cfg, cfg.obs, cfg.n_envs, perception)
-        rate = success_rate(agent, venv, cfg.eval_episodes, seed, cfg.eval_deterministic)
+        rate = (success_rate(agent, venv, cfg.eval_episodes, seed, cfg.eval_deterministic)
+                if venv.observation_space == agent.observation_space else float("nan"))
         random_rate = success_rate(RandomAgent(venv.action_space, cfg.n_envs, seed), venv, cfg.eval_episodes, seed,
                                    deterministic=False)
         venv.close()
@@ -138,6 +140,8 @@ def table(runs: Runs, configs: dict[str, AgentConfig], scenes: list[dict] | None
 def held_out_cell(results: list[RunResult], i: int) -> str:
     agent = np.array([r.held_out[i][0] for r in results])
     random_rate = np.array([r.held_out[i][1] for r in results])
+    if np.isnan(agent).any():
+        return f" n/a: other observation shape (random {random_rate.mean():.2f}) |"
     return f" {agent.mean():.2f} ± {agent.std():.2f} (random {random_rate.mean():.2f}) |"
 
 

@@ -203,9 +203,9 @@ def bench(model: SlotContrast, dtype: torch.dtype | None, steps: int, reps: int,
     bare.reset(seed=0)
     frames = np.stack([bare.step(a)[0] for a in actions[:, 0]])
 
-    def make_wrapped(include_masks: bool = False) -> SlotObservation:
+    def make_wrapped(include_masks: bool = False, mask_source: str = "decoder") -> SlotObservation:
         return SlotObservation(gym.make(ENV_ID, **ENV_KWARGS), checkpoint=model, dtype=dtype,
-                               include_masks=include_masks)
+                               include_masks=include_masks, mask_source=mask_source)
 
     def make_vector(n: int) -> VectorSlotObservation:
         return VectorSlotObservation(SyncVectorEnv([lambda: gym.make(ENV_ID, **ENV_KWARGS)] * n), checkpoint=model,
@@ -217,6 +217,7 @@ def bench(model: SlotContrast, dtype: torch.dtype | None, steps: int, reps: int,
         "bare env + bare model, by hand": (by_hand_loop(gym.make(ENV_ID, **ENV_KWARGS), model, actions[:, 0]), steps),
         "SlotObservation": (single_env_loop(make_wrapped(), actions[:, 0]), steps),
         "SlotObservation, include_masks": (single_env_loop(make_wrapped(True), actions[:, 0]), steps),
+        "SlotObservation, attention masks": (single_env_loop(make_wrapped(True, "attention"), actions[:, 0]), steps),
         "8 x SlotObservation in turn": (in_turn_loop([make_wrapped() for _ in range(8)], actions[:, :8]), 8 * steps),
         **{f"VectorSlotObservation, {n} envs": (vector_loop(make_vector(n), actions[:, :n]), n * steps)
            for n in num_envs},

@@ -93,9 +93,12 @@ class LossConfig:
     # this much more in the reconstruction loss; 1 = plain MSE (the paper). Pixel targets only.
     foreground_weight: float = 1.0
     # Supervision for users whose simulator gives masks: weight of a loss matching the decoder masks to the
-    # training videos' ground-truth segments (background included), Hungarian-matched per frame. 0 = the
+    # training videos' ground-truth segments (background included), Hungarian-matched once per clip. 0 = the
     # unsupervised model of the paper. A model trained with it is not unsupervised: say so where it is used.
     segmentation_weight: float = 0.0
+    # How that loss's cross-entropy weighs pixels: 0 = every pixel alike, 1 = every segment alike (an object
+    # pixel then weighs ~50x a floor pixel and masks grow past the objects); see segmentation_matching_loss.
+    segmentation_area_exponent: float = 0.0
 
 
 @dataclass
@@ -310,7 +313,8 @@ POSITIVE = (
     "trainer.keep_last",
 )
 NON_NEGATIVE = ("optim.warmup_steps", "optim.weight_decay", "optim.eps", "model.loss.featrec_weight",
-                "model.loss.ss_weight", "model.loss.segmentation_weight", "data.num_workers")
+                "model.loss.ss_weight", "model.loss.segmentation_weight", "model.loss.segmentation_area_exponent",
+                "data.num_workers")
 
 
 def _get(cfg: Any, dotted: str) -> tuple[bool, Any]:

@@ -16,7 +16,8 @@ iterations); the model's ``step`` picks per row from ``SlotState.is_first``.
 Observation space: ``Box(-inf, inf, (K, D), float32)``, or with ``include_masks=True``
 ``Dict(slots=Box(-inf, inf, (K, D), float32), masks=Box(0, 1, (K, g, g), float32))`` with the decoder masks at the
 decoder's resolution ``g = model.mask_side`` (the patch grid for the MLP decoder, the rendered side for the
-broadcast decoder).
+broadcast decoder); with ``mask_source="attention"`` the masks are slot attention's on the patch grid
+(``g = model.grid``), which the model computes anyway: masks for the cost of the slots alone.
 
 Frames: the observation when it is an RGB image (``Box`` of uint8 ``[H, W, 3]``), else ``render()``, which needs
 the env made with ``render_mode="rgb_array"``. Any size works: ``model.preprocess`` resizes to the model's input.
@@ -30,7 +31,7 @@ import sys
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import gymnasium as gym
 import numpy as np
@@ -51,6 +52,8 @@ __all__ = [
 SlotObs = np.ndarray | dict[str, np.ndarray]
 """Slots ``[..., K, D]`` float32, or ``{"slots": [..., K, D], "masks": [..., K, g, g]}`` with masks."""
 Checkpoint = str | Path | SlotContrast | None
+MaskSource = Literal["decoder", "attention"]
+MASK_SOURCES: tuple[str, ...] = get_args(MaskSource)
 RENDER_FIX = 'make the env with render_mode="rgb_array" (gym.make(env_id, render_mode="rgb_array"), or ' \
              "oc_perception.make(env_id, wrappers=[...]), which does so for envs without image observations)"
 
@@ -150,7 +153,9 @@ class SlotEncoder:
         checkpoint: a path to one of our checkpoints, an already-loaded ``SlotContrast`` (used as is, moved only
             when ``device`` is given), or None for the bundled checkpoint of ``env_id``.
         device: where model and state live; default CUDA when available, else CPU (a given model: its device).
-        include_masks: add the decoder masks ``[K, g, g]``; only then does the decoder run.
+        include_masks: add the masks ``[K, g, g]``.
+        mask_source: ``"decoder"`` (the decoder runs every step, at its resolution) or ``"attention"`` (the
+            slot-attention masks of the step, on the patch grid: no decoder).
         dtype: autocast dtype on GPU (``torch.bfloat16`` or ``"bfloat16"``); None or CPU: float32.
         compile: run the model's ``step`` through ``torch.compile`` (compiles on the first frames).
         env_id: the env id that ``checkpoint=None`` looks up.
@@ -161,13 +166,17 @@ class SlotEncoder:
 
     def __init__(self, checkpoint: Checkpoint = None, device: str | torch.device | None = None,
                  include_masks: bool = False, dtype: torch.dtype | str | None = None, compile: bool = False,
-                 env_id: str | None = None) -> None:
+                 env_id: str | None = None, mask_source: MaskSource = "decoder") -> None:
+        if mask_source not in MASK_SOURCES:
+            raise ValueError(f"mask_source must be one of {MASK_SOURCES}, got {mask_source!r}")
         self.model = load_model(checkpoint, device, env_id=env_id)
         self.device = self.model.device
         self.include_masks = include_masks
+        self.mask_source = mask_source
         self.dtype = resolve_dtype(dtype, self.device)
         self._step = torch.compile(self.model.step) if compile else self.model.step
-        k, d, g = self.model.cfg.num_slots, self.model.cfg.slot_dim, self.model.mask_side
+        k, d = self.model.cfg.num_slots, self.model.cfg.slot_dim
+        g = self.model.mask_side if mask_source == "decoder" else self.model.grid
         slots = spaces.Box(-np.inf, np.inf, (k, d), np.float32)
         self.observation_space: spaces.Box | spaces.Dict = (
             spaces.Dict({"slots": slots, "masks": spaces.Box(0.0, 1.0, (k, g, g), np.float32)})
@@ -215,7 +224,8 @@ class SlotEncoder:
                 rows = torch.as_tensor(final_rows, dtype=torch.long, device=self.device)
                 state = state.cat(old.select(rows))
                 frames = np.concatenate([frames, final_frames])
-            out, state = self._step(self.model.preprocess(frames), state, decode=self.include_masks)
+            decode = self.include_masks and self.mask_source == "decoder"
+            out, state = self._step(self.model.preprocess(frames), state, decode=decode)
             self._state = state.select(slice(None, n))
             obs = self._to_numpy(out)
         return select_obs(obs, slice(None, n)), (select_obs(obs, slice(n, None)) if frames.shape[0] > n else None)
@@ -224,7 +234,10 @@ class SlotEncoder:
         slots = out["slots"].float().cpu().numpy()
         if not self.include_masks:
             return slots
-        masks = rearrange(out["decoder_masks"].float(), "n k (h w) -> n k h w", h=self.model.mask_side)
+        if self.mask_source == "decoder":
+            masks = rearrange(out["decoder_masks"].float(), "n k (h w) -> n k h w", h=self.model.mask_side)
+        else:
+            masks = rearrange(out["grouping_masks"].float(), "n k (h w) -> n k h w", h=self.model.grid)
         return {"slots": slots, "masks": masks.cpu().numpy()}
 
 
@@ -266,7 +279,9 @@ class SlotObservation(gym.ObservationWrapper[SlotObs, Any, Any], gym.utils.Recor
             spec, so ``gym.make(env.spec)`` shares it, but the spec is then not JSON-serialisable: pass a path
             for that.
         device: model and state device; default CUDA when available, else CPU (a given model: its device).
-        include_masks: add the decoder masks (runs the decoder, which costs more than a small backbone on CPU).
+        include_masks: add the masks: the decoder's (it then runs every step, which costs more than a small
+            backbone on CPU), or with ``mask_source="attention"`` slot attention's (no extra cost).
+        mask_source: ``"decoder"`` or ``"attention"`` (see the module docstring).
         dtype: autocast dtype on GPU (``torch.bfloat16`` or ``"bfloat16"``); on CPU the model runs in float32.
         compile: ``torch.compile`` the model's step.
 
@@ -275,11 +290,14 @@ class SlotObservation(gym.ObservationWrapper[SlotObs, Any, Any], gym.utils.Recor
     """
 
     def __init__(self, env: gym.Env, checkpoint: Checkpoint = None, device: str | torch.device | None = None,
-                 include_masks: bool = False, dtype: torch.dtype | str | None = None, compile: bool = False) -> None:
-        _record_args(self, checkpoint, device=device, include_masks=include_masks, dtype=dtype, compile=compile)
+                 include_masks: bool = False, dtype: torch.dtype | str | None = None, compile: bool = False,
+                 mask_source: MaskSource = "decoder") -> None:
+        _record_args(self, checkpoint, device=device, include_masks=include_masks, dtype=dtype, compile=compile,
+                     mask_source=mask_source)
         gym.ObservationWrapper.__init__(self, env)
         self._frames_from_obs = frames_from_observations(env.observation_space, env.render_mode)
-        self.encoder = SlotEncoder(checkpoint, device, include_masks, dtype, compile, env_id=_registered_id(env))
+        self.encoder = SlotEncoder(checkpoint, device, include_masks, dtype, compile, env_id=_registered_id(env),
+                                   mask_source=mask_source)
         self.observation_space = self.encoder.observation_space
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[SlotObs, dict]:
@@ -315,7 +333,8 @@ class VectorSlotObservation(VectorWrapper):
     """
 
     def __init__(self, env: VectorEnv, checkpoint: Checkpoint = None, device: str | torch.device | None = None,
-                 include_masks: bool = False, dtype: torch.dtype | str | None = None, compile: bool = False) -> None:
+                 include_masks: bool = False, dtype: torch.dtype | str | None = None, compile: bool = False,
+                 mask_source: MaskSource = "decoder") -> None:
         if _is_sb3_vec_env(env):
             raise TypeError("VectorSlotObservation wraps a gymnasium.vector env; this is a Stable-Baselines3 VecEnv: "
                             "use VecSlotObservation")
@@ -332,7 +351,7 @@ class VectorSlotObservation(VectorWrapper):
                           'infos["final_obs"] will hold None', stacklevel=2)
         spec = env.spec or env.get_attr("spec")[0]
         self.encoder = SlotEncoder(checkpoint, device, include_masks, dtype, compile,
-                                   env_id=spec.id if spec is not None else None)
+                                   env_id=spec.id if spec is not None else None, mask_source=mask_source)
         self.single_observation_space = self.encoder.observation_space
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self._autoreset = np.zeros(self.num_envs, dtype=bool)  # NEXT_STEP: sub-envs the next step resets

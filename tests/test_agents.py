@@ -59,6 +59,18 @@ def test_extractor_is_permutation_invariant(use_masks):
         assert not torch.allclose(extractor({**obs, "masks": obs["masks"].roll(1, dims=-1)}), features)
 
 
+def test_extractor_mask_moments_give_area_centre_and_spread():
+    extractor = SlotSetExtractor(_slot_space(g=16), embed_dim=32, use_masks=True)
+    masks = torch.zeros(1, 3, 16, 16)
+    masks[0, 0, 0, 15] = 1  # top-right pixel: x = +1 (last column), y = -1 (first row)
+    masks[0, 1, 15, 0] = 1
+    masks[0, 2, :, :8] = 1  # the left half
+    moments = extractor._moments(masks)[0]
+    torch.testing.assert_close(moments[0], torch.tensor([1 / 256, 1.0, -1.0, 0.0]))
+    torch.testing.assert_close(moments[1], torch.tensor([1 / 256, -1.0, 1.0, 0.0]))
+    assert moments[2, 0] == 0.5 and moments[2, 1] < -0.4 and abs(moments[2, 2]) < 1e-6 and moments[2, 3] > 0.5
+
+
 def test_extractor_rejects_masks_without_a_mask_space():
     with pytest.raises(ValueError, match="use_masks=True needs a Dict"):
         SlotSetExtractor(_slot_space(), use_masks=True)
@@ -277,3 +289,20 @@ def test_demo_compares_slots_with_pixels_and_reuses_finished_runs(tmp_path, monk
     monkeypatch.setattr(demo.ppo, "train", lambda *a, **k: pytest.fail("a finished run was trained again"))
     demo.main()
     assert capsys.readouterr().out.count("read the finished run") == 2
+
+
+def test_slot_probe_reads_what_is_linearly_encoded_and_nothing_else():
+    from slot_probe import probe
+
+    rng = np.random.default_rng(0)
+    n = 600
+    u = rng.uniform(-1, 1, n)
+    color = rng.integers(0, 4, n)
+    noise_color = rng.integers(0, 4, n)
+    x = np.c_[u, np.eye(4)[color], rng.normal(size=(n, 3))]  # slots: u and the colour one-hot are in them
+    y = np.c_[u, rng.uniform(-1, 1, n), color, noise_color].astype(np.float32)
+    rows = {name: (metric, score) for name, metric, score, _ in probe(x, y, ("u", "v", "color_id", "shape_id"), 0)}
+    assert rows["u"][0] == "R^2" and rows["u"][1] > 0.99
+    assert rows["v"][1] < 0.1  # not in the slots
+    assert rows["color_id"] == ("accuracy", 1.0)
+    assert rows["shape_id"][1] < 0.4  # chance is 0.25

@@ -194,8 +194,9 @@ def test_segmentation_loss_matches_segments_to_slots_once_per_clip():
     iou_obj = (4 / k) / (4 + 16 / k - 4 / k)
     iou_floor = (12 / k) / (12 + 16 / k - 12 / k)
     expected = np.log(k) + 1 - (iou_obj + iou_floor) / 2
-    torch.testing.assert_close(segmentation_matching_loss(uniform, labels), torch.tensor(expected).float(),
-                               atol=1e-4, rtol=1e-4)
+    for area_exponent in (0.0, 1.0):  # per pixel or per segment, the cross-entropy is log K here
+        torch.testing.assert_close(segmentation_matching_loss(uniform, labels, area_exponent),
+                                   torch.tensor(expected).float(), atol=1e-4, rtol=1e-4)
     # The object switching slots between frames costs: one slot per segment for the whole clip.
     switched = perfect.clone()
     switched[0, 1, 2], switched[0, 1, 1] = 0, obj
@@ -209,6 +210,27 @@ def test_segmentation_loss_matches_segments_to_slots_once_per_clip():
         segmentation_matching_loss(perfect, torch.zeros(1, 2, 8, 8, dtype=torch.long))
 
 
+def test_segmentation_loss_weighs_every_pixel_alike_in_the_cross_entropy():
+    # Normalising the cross-entropy per segment made an object pixel weigh ~50x a floor pixel on our envs, and
+    # the decoder masks grew past the objects; the matched cross-entropy must be the plain per-pixel one.
+    from oc_perception.model.losses import _segment_costs
+
+    gen = torch.Generator().manual_seed(0)
+    labels = torch.zeros(2, 16, dtype=torch.long)  # [T, M]: background and two objects of unequal areas
+    labels[:, :2], labels[:, 5:10] = 4, 7
+    masks = torch.softmax(torch.randn(2, 3, 16, generator=gen), dim=1)  # [T, K, M]
+    ids = torch.tensor([0, 4, 7])
+    ce, _ = _segment_costs(masks, labels, ids, area_exponent=0.0, eps=0.0)
+    slot_of = torch.tensor([2, 0, 1])  # segment g -> slot
+    per_pixel_slot = slot_of[torch.bucketize(labels, ids)]  # [T, M]
+    expected = F.nll_loss(masks.log(), per_pixel_slot)  # mean over every pixel of every frame
+    torch.testing.assert_close(ce[torch.arange(3), slot_of].sum(), expected)
+    # area_exponent=1 (session 4's loss): the mean over each segment's own pixels.
+    ce, _ = _segment_costs(masks, labels, ids, area_exponent=1.0, eps=0.0)
+    own = [-masks.log()[:, slot_of[g]][labels == ids[g]].mean() for g in range(3)]
+    torch.testing.assert_close(ce[torch.arange(3), slot_of], torch.stack(own))
+
+
 def test_supervised_training_reads_segmentations(tmp_path):
     from oc_perception.data.shards import write_shards
     from oc_perception.train import main as train_main
@@ -219,7 +241,7 @@ def test_supervised_training_reads_segmentations(tmp_path):
     for kind in (["model.decoder.kind=mlp"], ["model.decoder.kind=broadcast", "model.decoder.broadcast_size=4",
                                                 "model.decoder.conv_channels=[8]"]):
         log = tmp_path / kind[0].split("=")[1]
-        train_main(["configs/pretrain/shapes.yml", *overrides("cnn", 2), "model.loss.segmentation_weight=1",
+        train_main(["configs/pretrain/shapes_stage1.yml", *overrides("cnn", 2), "model.loss.segmentation_weight=1",
                     *kind, "--data-dir", str(tmp_path), "--log-dir", str(log)])
         from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

@@ -55,7 +55,7 @@ def one_line_error(capsys, fn, *args) -> str:
 
 
 def train_argv(data_dir, log_dir, steps=2, extra=()):
-    return ["configs/pretrain/shapes.yml", *overrides("cnn", steps), "trainer.val_every=100",
+    return ["configs/pretrain/shapes_stage1.yml", *overrides("cnn", steps), "trainer.val_every=100",
             *extra, "--data-dir", str(data_dir), "--log-dir", str(log_dir)]
 
 
@@ -112,7 +112,7 @@ def test_malformed_yaml_and_short_videos(data_dir, tmp_path, capsys):
     bad.write_text("model:\n  num_slots: [1, 2\n")
     with pytest.raises(ConfigError, match=r"bad.yml: not valid YAML at line \d+"):
         load_config(bad)
-    line = one_line_error(capsys, train_main, ["configs/pretrain/shapes.yml", *overrides("cnn", 2),
+    line = one_line_error(capsys, train_main, ["configs/pretrain/shapes_stage1.yml", *overrides("cnn", 2),
                                                "data.chunk_size=9", "--data-dir", str(data_dir), "--log-dir",
                                                str(tmp_path / "short")])
     assert "shorter than data.chunk_size=9" in line and "(8 frames)" in line

@@ -50,14 +50,14 @@ def overrides(backbone="cnn", steps=10):
         "data.val_batch_size=2", "data.num_workers=0", "data.flip=true", f"trainer.max_steps={steps}",
         "trainer.val_every=5", "trainer.ckpt_every=5", "trainer.log_every=1", "optim.warmup_steps=3",
         "trainer.keep_last=5",
-        # shapes.yml's recipe minus what these tests do not need (the broadcast decoder and the supervised loss
+        # shapes_stage1.yml's recipe minus what these tests do not need (the broadcast decoder and the supervised loss
         # have tests of their own); its random initial slots stay, so resuming is checked with them.
         "model.decoder.kind=mlp", "model.loss.segmentation_weight=0", "trainer.stop_at=null",
     ]
 
 
 def run(data_dir, log_dir, extra=(), resume=None, backbone="cnn", steps=10):
-    argv = ["configs/pretrain/shapes.yml", *overrides(backbone, steps), *extra, "--data-dir", str(data_dir),
+    argv = ["configs/pretrain/shapes_stage1.yml", *overrides(backbone, steps), *extra, "--data-dir", str(data_dir),
             "--log-dir", str(log_dir)]
     main(argv + (["--continue", str(resume)] if resume else []))
 
@@ -136,7 +136,7 @@ def test_ddp_two_cpu_processes(data_dir, tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
-           "--master-port", str(port), "-m", "oc_perception.train", "configs/pretrain/shapes.yml",
+           "--master-port", str(port), "-m", "oc_perception.train", "configs/pretrain/shapes_stage1.yml",
            *overrides(steps=3), "--data-dir", str(data_dir), "--log-dir", str(tmp_path / "ddp")]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
@@ -153,7 +153,7 @@ def test_evaluate_cli_reproduces_training_validation(data_dir, tmp_path, capsys)
     from oc_perception.evaluate import main as evaluate_main
     run(data_dir, tmp_path / "run", steps=2)
     out = tmp_path / "eval.json"
-    evaluate_main(["configs/pretrain/shapes.yml", *overrides(), "--data-dir", str(data_dir), "--out", str(out),
+    evaluate_main(["configs/pretrain/shapes_stage1.yml", *overrides(), "--data-dir", str(data_dir), "--out", str(out),
                    "--checkpoint", str(tmp_path / "run" / "model.safetensors")])
     results = json.loads(out.read_text())
     events = EventAccumulator(str(tmp_path / "run"))
@@ -167,7 +167,7 @@ def test_evaluate_cli_reproduces_training_validation(data_dir, tmp_path, capsys)
     assert "decoder/video_ari_fg" in capsys.readouterr().out
 
     with pytest.raises(SystemExit) as exit_info:
-        evaluate_main(["configs/pretrain/shapes.yml", "--checkpoint", str(tmp_path / "missing.safetensors")])
+        evaluate_main(["configs/pretrain/shapes_stage1.yml", "--checkpoint", str(tmp_path / "missing.safetensors")])
     assert exit_info.value.code == 2 and "checkpoint not found" in capsys.readouterr().err
 
 

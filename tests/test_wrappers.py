@@ -134,6 +134,30 @@ def test_check_env(ckpt, include_masks):
     assert env.encoder.device == torch.device("cpu")
 
 
+def test_attention_masks_are_the_steps_own_and_skip_the_decoder(model, monkeypatch):
+    env = SlotObservation(TinyImageEnv("rgb_array", max_len=50), checkpoint=model, include_masks=True,
+                          mask_source="attention")
+    grid = model.grid
+    assert env.observation_space["masks"] == spaces.Box(0, 1, (K, grid, grid), np.float32)
+    obs, _ = env.reset(seed=1)
+    frames, masks = [env.unwrapped.render()], [obs["masks"]]
+
+    def no_decoder(*args, **kwargs):
+        raise AssertionError("attention masks must not run the decoder")
+
+    monkeypatch.setattr(model.decoder, "forward", no_decoder)
+    for _ in range(3):
+        obs, *_ = env.step(0)
+        frames.append(env.unwrapped.render())
+        masks.append(obs["masks"])
+    monkeypatch.undo()
+    with torch.inference_mode():
+        out, _ = model(model.preprocess(np.stack(frames)[None]))
+    np.testing.assert_allclose(np.stack(masks), out["grouping_masks"][0].reshape(4, K, grid, grid).numpy(), atol=1e-5)
+    with pytest.raises(ValueError, match="mask_source must be one of"):
+        SlotObservation(TinyImageEnv("rgb_array"), checkpoint=model, include_masks=True, mask_source="alpha")
+
+
 def test_slots_match_clip_forward_and_reset_restarts(model):
     env = SlotObservation(TinyImageEnv("rgb_array", max_len=50), checkpoint=model, include_masks=True)
     obs, _ = env.reset(seed=1)

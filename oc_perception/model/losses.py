@@ -54,22 +54,31 @@ def slot_slot_contrastive_loss(
     return F.cross_entropy(logits, target)
 
 
-def _segment_costs(masks: torch.Tensor, labels: torch.Tensor, ids: torch.Tensor, eps: float) -> torch.Tensor:
-    """masks [T, K, M], labels [T, M], segment ids [G] -> cost [G, K] (0 for a segment absent at this
-    resolution: a small object can vanish from a coarse grid)."""
+def _segment_costs(masks: torch.Tensor, labels: torch.Tensor, ids: torch.Tensor, area_exponent: float,
+                   eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """masks [T, K, M], labels [T, M], segment ids [G] -> (cross-entropy [G, K], 1 - soft IoU [G, K]).
+
+    Per frame, the cross-entropy is ``-sum log mask`` over the segment's pixels divided by
+    ``area ** p * M ** (1 - p)`` (p = ``area_exponent``: 0 gives each segment its share of the per-pixel
+    cross-entropy, 1 the mean over its own pixels); both costs are averaged over the frames the segment is
+    visible in (0 for a segment absent at this resolution: a small object can vanish from a coarse grid).
+    """
+    m = masks.shape[-1]
     log_masks = (masks + eps).log()
     onehot = (labels[None] == ids[:, None, None]).to(masks.dtype)  # [G, T, M]
     area = onehot.sum(-1)  # [G, T]
     visible = (area > 0).to(masks.dtype)
-    ce = -torch.einsum("gtm,tkm->gtk", onehot, log_masks) / area.clamp(min=1)[..., None]  # [G, T, K]
+    norm = area.clamp(min=1) ** area_exponent * m ** (1 - area_exponent)
+    ce = -torch.einsum("gtm,tkm->gtk", onehot, log_masks) / norm[..., None]
     inter = torch.einsum("gtm,tkm->gtk", onehot, masks)
     union = area[..., None] + masks.sum(-1)[None] - inter
-    cost_t = ce + 1 - inter / union.clamp(min=eps)
-    return (cost_t * visible[..., None]).sum(1) / visible.sum(1, keepdim=True).clamp(min=1)
+    iou_cost = 1 - inter / union.clamp(min=eps)
+    frames = visible.sum(1, keepdim=True).clamp(min=1)
+    return ((ce * visible[..., None]).sum(1) / frames, (iou_cost * visible[..., None]).sum(1) / frames)
 
 
 def segmentation_matching_loss(masks: torch.Tensor | list[torch.Tensor], labels: torch.Tensor | list[torch.Tensor],
-                               eps: float = 1e-6) -> torch.Tensor:
+                               area_exponent: float = 0.0, eps: float = 1e-6) -> torch.Tensor:
     """Supervised mask loss: each ground-truth segment of a clip is matched to one slot, which must own exactly
     its pixels in every frame.
 
@@ -78,12 +87,15 @@ def segmentation_matching_loss(masks: torch.Tensor | list[torch.Tensor], labels:
     so a slot learns the floor). Lists of masks and labels (e.g. the decoder masks and the slot-attention masks,
     each with labels at its resolution) are matched jointly: one assignment of segments to slots for all of
     them, their costs summed. Per clip, the Hungarian matching (scipy) pairs segments with slots once for all T
-    frames, so an object is taught to stay in one slot over time. The cost of a (segment, slot) pair, averaged
-    over the frames the segment is visible in, is the cross-entropy ``-mean log mask`` over the segment's pixels
-    (the slot must cover the segment) plus ``1 - soft IoU`` (and nothing else: the mBO the masks are judged
-    by). The loss is the cost of the matched pairs, averaged over segments and clips: every segment counts
-    alike whatever its area, so small objects do not drown in the floor. Slots beyond the segments get no
-    target.
+    frames, so an object is taught to stay in one slot over time; the cost of a pair is a cross-entropy plus
+    ``1 - soft IoU`` (the mBO the masks are judged by), and the loss is the cost of the matched pairs.
+
+    The IoU cost is a mean over segments: every segment counts alike whatever its area, so small objects do not
+    drown in the floor. ``area_exponent`` p sets how the cross-entropy weighs pixels: 0, every pixel alike (the
+    per-pixel cross-entropy of the matched assignment, a mean over clips); 1, every segment alike (the mean
+    over its own pixels, a mean over segments), which on our envs weighs an object pixel ~50x a floor pixel and
+    grows the masks past the objects (higher FG-ARI, lower mBO: docs/checkpoints.md). Slots beyond the segments
+    get no target.
     """
     masks_list = masks if isinstance(masks, (list, tuple)) else [masks]
     labels_list = labels if isinstance(labels, (list, tuple)) else [labels]
@@ -92,12 +104,16 @@ def segmentation_matching_loss(masks: torch.Tensor | list[torch.Tensor], labels:
         if lab.shape[:2] != (b, t) or m.shape[:3] != (b, t, k) or lab[0, 0].numel() != m.shape[-1]:
             raise ValueError(f"segmentation loss: masks {tuple(m.shape)} and labels {tuple(lab.shape)} do not "
                              "match (labels must be [B, T, h, w] at the mask resolution)")
-    total, count = masks_list[0].new_zeros(()), 0
+    ce_total, iou_total, count = masks_list[0].new_zeros(()), masks_list[0].new_zeros(()), 0
     for i in range(b):
         ids = torch.unique(torch.cat([lab[i].reshape(-1) for lab in labels_list]))
-        cost = sum(_segment_costs(m[i], lab[i].reshape(t, -1).long(), ids, eps)
-                   for m, lab in zip(masks_list, labels_list))
-        rows, cols = linear_sum_assignment(cost.detach().cpu().numpy())
-        total = total + cost[torch.as_tensor(rows), torch.as_tensor(cols)].sum()
+        costs = [_segment_costs(m[i], lab[i].reshape(t, -1).long(), ids, area_exponent, eps)
+                 for m, lab in zip(masks_list, labels_list)]
+        ce, iou_cost = sum(c[0] for c in costs), sum(c[1] for c in costs)
+        rows, cols = linear_sum_assignment((ce + iou_cost).detach().cpu().numpy())
+        rows, cols = torch.as_tensor(rows), torch.as_tensor(cols)
+        ce_total = ce_total + ce[rows, cols].sum()
+        iou_total = iou_total + iou_cost[rows, cols].sum()
         count += len(rows)
-    return total / max(count, 1)
+    count = max(count, 1)
+    return ce_total / (count ** area_exponent * b ** (1 - area_exponent)) + iou_total / count

@@ -255,7 +255,8 @@ class SlotContrast(nn.Module):
             grid_labels = resize_labels(rearrange(segmentation, "b t h w -> (b t) h w"), (self.grid, self.grid))
             losses["loss_seg"] = segmentation_matching_loss(
                 [out["decoder_masks"], out["grouping_masks"]],
-                [segmentation, rearrange(grid_labels, "(b t) h w -> b t h w", b=segmentation.shape[0])])
+                [segmentation, rearrange(grid_labels, "(b t) h w -> b t h w", b=segmentation.shape[0])],
+                area_exponent=lc.segmentation_area_exponent)
             total = total + lc.segmentation_weight * losses["loss_seg"]
         return {**losses, "loss_total": total}
 
