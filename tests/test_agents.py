@@ -301,8 +301,33 @@ def test_slot_probe_reads_what_is_linearly_encoded_and_nothing_else():
     noise_color = rng.integers(0, 4, n)
     x = np.c_[u, np.eye(4)[color], rng.normal(size=(n, 3))]  # slots: u and the colour one-hot are in them
     y = np.c_[u, rng.uniform(-1, 1, n), color, noise_color].astype(np.float32)
-    rows = {name: (metric, score) for name, metric, score, _ in probe(x, y, ("u", "v", "color_id", "shape_id"), 0)}
+    rows = {name: (metric, score, deep) for name, metric, score, deep, _ in
+            probe(x, y, ("u", "v", "color_id", "shape_id"), 0, mlp_steps=300)}
     assert rows["u"][0] == "R^2" and rows["u"][1] > 0.99
     assert rows["v"][1] < 0.1  # not in the slots
-    assert rows["color_id"] == ("accuracy", 1.0)
-    assert rows["shape_id"][1] < 0.4  # chance is 0.25
+    assert rows["color_id"][:2] == ("accuracy", 1.0) and rows["color_id"][2] > 0.95
+    assert rows["shape_id"][1] < 0.4 and rows["shape_id"][2] < 0.45  # chance is 0.25: neither probe invents it
+
+
+def test_slot_probe_mlp_reads_what_a_linear_probe_cannot():
+    from slot_probe import probe
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(800, 4))
+    xor = ((x[:, 0] > 0) ^ (x[:, 1] > 0)).astype(np.float32)  # no linear read-out: a sign product
+    (_, _, linear, deep, _), = probe(x, xor[:, None], ("is_target",), 0, mlp_steps=300)
+    assert linear < 0.65 and deep > 0.85
+
+
+def test_slot_probe_scores_on_held_out_episodes():
+    # Frames of one episode are near-copies: scored on pairs of its training episodes, a probe recalls an
+    # episode's labels without reading anything; held-out episodes leave it at chance.
+    from slot_probe import probe
+
+    rng = np.random.default_rng(2)
+    episodes = np.repeat(np.arange(40), 15)
+    x = rng.normal(size=(40, 48))[episodes] + 0.01 * rng.normal(size=(600, 48))  # one vector per episode
+    label = rng.integers(0, 2, 40)[episodes].astype(np.float32)  # a label per episode, unrelated to x
+    (_, _, leaked, _, _), = probe(x, label[:, None], ("is_target",), 0, mlp_steps=1)
+    (_, _, held_out, _, _), = probe(x, label[:, None], ("is_target",), 0, groups=episodes, mlp_steps=1)
+    assert leaked > 0.9 and held_out < 0.75
