@@ -175,8 +175,10 @@ class SlotEncoder:
         self.mask_source = mask_source
         self.dtype = resolve_dtype(dtype, self.device)
         self._step = torch.compile(self.model.step) if compile else self.model.step
+        self._decode = include_masks and mask_source == "decoder"  # only decoder masks need the decoder
+        self._mask_key, g = (("decoder_masks", self.model.mask_side) if mask_source == "decoder"
+                             else ("grouping_masks", self.model.grid))
         k, d = self.model.cfg.num_slots, self.model.cfg.slot_dim
-        g = self.model.mask_side if mask_source == "decoder" else self.model.grid
         slots = spaces.Box(-np.inf, np.inf, (k, d), np.float32)
         self.observation_space: spaces.Box | spaces.Dict = (
             spaces.Dict({"slots": slots, "masks": spaces.Box(0.0, 1.0, (k, g, g), np.float32)})
@@ -224,8 +226,7 @@ class SlotEncoder:
                 rows = torch.as_tensor(final_rows, dtype=torch.long, device=self.device)
                 state = state.cat(old.select(rows))
                 frames = np.concatenate([frames, final_frames])
-            decode = self.include_masks and self.mask_source == "decoder"
-            out, state = self._step(self.model.preprocess(frames), state, decode=decode)
+            out, state = self._step(self.model.preprocess(frames), state, decode=self._decode)
             self._state = state.select(slice(None, n))
             obs = self._to_numpy(out)
         return select_obs(obs, slice(None, n)), (select_obs(obs, slice(n, None)) if frames.shape[0] > n else None)
@@ -234,10 +235,8 @@ class SlotEncoder:
         slots = out["slots"].float().cpu().numpy()
         if not self.include_masks:
             return slots
-        if self.mask_source == "decoder":
-            masks = rearrange(out["decoder_masks"].float(), "n k (h w) -> n k h w", h=self.model.mask_side)
-        else:
-            masks = rearrange(out["grouping_masks"].float(), "n k (h w) -> n k h w", h=self.model.grid)
+        side = self.observation_space["masks"].shape[-1]
+        masks = rearrange(out[self._mask_key].float(), "n k (h w) -> n k h w", h=side)
         return {"slots": slots, "masks": masks.cpu().numpy()}
 
 

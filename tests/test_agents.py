@@ -257,13 +257,18 @@ def test_env_kwargs_and_held_out_scenes(tmp_path):
         load_agent_config(CONFIG, [*TINY, "env_kwargs={colors: [no-such-colour]}"])
     train_colours, test_colours = "[red, green, blue, yellow]", "[magenta, cyan, orange, purple]"
     argv = ["--configs", str(CONFIG), "--obs", "state", "--seeds", "0", "--total-timesteps", "1024",
-            "--out", str(tmp_path), "--device", "cpu", "--test-env-kwargs", f"{{colors: {test_colours}}}", *TINY,
-            f"env_kwargs={{colors: {train_colours}}}"]
+            "--out", str(tmp_path), "--device", "cpu", "--test-env-kwargs", f"{{colors: {test_colours}}}",
+            "--test-env-kwargs", "{num_objects: 6}", *TINY,
+            f"env_kwargs={{colors: {train_colours}, num_objects: [3, 4]}}"]
     rl_compare.main(argv)
     text = (tmp_path / "results.md").read_text()
     assert "held-out {colors: [magenta, cyan, orange, purple]}" in text.splitlines()[0]
+    # More objects than in training give the state agent a longer observation: said, not crashed on.
+    colours_cell, objects_cell = text.splitlines()[2].split("|")[-3:-1]
+    assert "n/a" not in colours_cell and objects_cell.startswith(" n/a: other observation shape (random ")
     # The random policy's held-out figure is what evaluating it in scenes of the held-out colours gives.
-    cfg = load_agent_config(CONFIG, [*TINY, f"env_kwargs={{colors: {test_colours}}}", "obs=state"])
+    cfg = load_agent_config(CONFIG, [*TINY, f"env_kwargs={{colors: {test_colours}, num_objects: [3, 4]}}",
+                                     "obs=state"])
     venv = make_vec_env(cfg, "state", cfg.n_envs)
     from envs.palette import COLOR_NAMES
 

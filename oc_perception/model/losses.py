@@ -92,7 +92,8 @@ def segmentation_matching_loss(masks: torch.Tensor | list[torch.Tensor], labels:
 
     The IoU cost is a mean over segments: every segment counts alike whatever its area, so small objects do not
     drown in the floor. ``area_exponent`` p sets how the cross-entropy weighs pixels: 0, every pixel alike (the
-    per-pixel cross-entropy of the matched assignment, a mean over clips); 1, every segment alike (the mean
+    per-pixel cross-entropy of the matched assignment, a mean over clips, when every segment is in every
+    frame: each segment's share is averaged over the frames it is visible in); 1, every segment alike (the mean
     over its own pixels, a mean over segments), which on our envs weighs an object pixel ~50x a floor pixel and
     grows the masks past the objects (higher FG-ARI, lower mBO: docs/checkpoints.md). Slots beyond the segments
     get no target.
