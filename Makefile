@@ -26,14 +26,18 @@ test-slow: venv
 demo: venv
 	$(PY) -m agents.demo
 
-# The bundled Shapes perception model, in two stages (docs/checkpoints.md): about 90 min of one CPU core.
+# The bundled Shapes perception model, in four stages (docs/checkpoints.md): about 2 h 20 min of one CPU core.
 shapes-model: venv
 	test -d data/shapes || for task in Reach Push OddOneOut; do \
 	  $(PY) -m oc_perception.data.generate --env oc/Shapes$$task-v0 --episodes 600 --steps 24 --val-episodes 30 \
 	    --out data/shapes || exit 1; done
 	$(PY) -m oc_perception.train shapes_stage1 --data-dir data --log-dir runs/shapes_stage1
-	$(PY) -m oc_perception.train shapes --data-dir data --log-dir runs/shapes \
+	$(PY) -m oc_perception.train shapes_stage2 --data-dir data --log-dir runs/shapes_stage2 \
 	  --init-from runs/shapes_stage1/model.safetensors
+	$(PY) -m oc_perception.train shapes_stage3 --data-dir data --log-dir runs/shapes_stage3 \
+	  --init-from runs/shapes_stage2/model.safetensors
+	$(PY) -m oc_perception.train shapes --data-dir data --log-dir runs/shapes \
+	  --init-from runs/shapes_stage3/model.safetensors
 	cp runs/shapes/model.safetensors oc_perception/checkpoints/shapes.safetensors
 
 bench: venv

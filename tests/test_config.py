@@ -46,7 +46,7 @@ def test_type_errors_and_missing_file():
         load_config("configs/pretrain/nope.yml")
 
 
-@pytest.mark.parametrize("name", ["shapes_stage1", "shapes", "panda"])
+@pytest.mark.parametrize("name", ["shapes_stage1", "shapes_stage2", "shapes_stage3", "shapes", "panda"])
 def test_env_configs_build_a_cnn_model_for_64px_frames(name):
     import torch
 
