@@ -23,6 +23,7 @@ from torch import nn
 from tqdm import tqdm
 
 import envs  # noqa: F401  (registers the oc/ ids)
+from oc_perception.metrics import masks_to_labels
 from oc_perception.wrappers import SlotObservation, make
 
 DISCRETE = ("color_id", "shape_id", "size", "is_agent", "is_target")
@@ -40,9 +41,9 @@ def collect(env_id: str, checkpoint: str | None, episodes: int, steps: int, seed
         obs, info = env.reset(seed=seed + episode)
         for _ in range(steps):
             seg = torch.as_tensor(info["segmentation"]).long()  # [H, W]
-            masks = torch.as_tensor(obs["masks"])[None]  # [1, K, g, g]
-            labels = F.interpolate(masks, size=tuple(seg.shape), mode="bilinear")[0].argmax(0)  # [H, W]
-            onehot = labels[None] == torch.arange(masks.shape[1])[:, None, None]  # [K, H, W]
+            masks = torch.as_tensor(obs["masks"])  # [K, g, g]
+            labels = masks_to_labels(masks[None, None], tuple(seg.shape))[0, 0]  # [H, W], as the metrics resize
+            onehot = labels[None] == torch.arange(masks.shape[0])[:, None, None]  # [K, H, W]
             for row, object_id in enumerate(info["object_ids"]):
                 target = seg == object_id
                 if object_id == 0 or not target.any():

@@ -176,8 +176,9 @@ class SlotEncoder:
         self.dtype = resolve_dtype(dtype, self.device)
         self._step = torch.compile(self.model.step) if compile else self.model.step
         self._decode = include_masks and mask_source == "decoder"  # only decoder masks need the decoder
-        self._mask_key, g = (("decoder_masks", self.model.mask_side) if mask_source == "decoder"
-                             else ("grouping_masks", self.model.grid))
+        self._mask_key, self._mask_side = (("decoder_masks", self.model.mask_side) if mask_source == "decoder"
+                                           else ("grouping_masks", self.model.grid))
+        g = self._mask_side
         k, d = self.model.cfg.num_slots, self.model.cfg.slot_dim
         slots = spaces.Box(-np.inf, np.inf, (k, d), np.float32)
         self.observation_space: spaces.Box | spaces.Dict = (
@@ -235,8 +236,7 @@ class SlotEncoder:
         slots = out["slots"].float().cpu().numpy()
         if not self.include_masks:
             return slots
-        side = self.observation_space["masks"].shape[-1]
-        masks = rearrange(out[self._mask_key].float(), "n k (h w) -> n k h w", h=side)
+        masks = rearrange(out[self._mask_key].float(), "n k (h w) -> n k h w", h=self._mask_side)
         return {"slots": slots, "masks": masks.cpu().numpy()}
 
 

@@ -211,8 +211,7 @@ def test_segmentation_loss_matches_segments_to_slots_once_per_clip():
 
 
 def test_segmentation_loss_weighs_every_pixel_alike_in_the_cross_entropy():
-    # Normalising the cross-entropy per segment made an object pixel weigh ~50x a floor pixel on our envs, and
-    # the decoder masks grew past the objects; the matched cross-entropy must be the plain per-pixel one.
+    # area_exponent=0: the matched cross-entropy is the plain per-pixel one (every pixel alike).
     from oc_perception.model.losses import _segment_costs
 
     gen = torch.Generator().manual_seed(0)
