@@ -59,15 +59,23 @@ def resolve_count(num_objects: int | Sequence[int], low: int, high: int) -> tupl
     return lo, hi
 
 
+SCENE_ATTEMPTS = 20
+"""Scenes ``reset`` draws before giving up when objects cannot be placed without overlap."""
+
+
+class PlacementError(RuntimeError):
+    """No free position for one more object: the layout drawn so far left no room for it."""
+
+
 def sample_free_position(rng: np.random.Generator, low: np.ndarray | float, high: np.ndarray | float, radius: float,
                          placed: list[tuple[np.ndarray, float]], gap: float) -> np.ndarray:
     """Uniform position [2] in ``[low, high]`` whose disc of ``radius`` keeps ``gap`` from every placed disc
-    ``(centre, radius)``, by rejection sampling."""
+    ``(centre, radius)``, by rejection sampling; ``PlacementError`` when no free position turns up."""
     for _ in range(10_000):
         p = rng.uniform(low, high, size=2)
         if all(np.linalg.norm(p - q) > radius + r + gap for q, r in placed):
             return p
-    raise RuntimeError("could not place all objects without overlap; use fewer objects")
+    raise PlacementError(f"no free position for an object of radius {radius:g} beside {len(placed)} placed ones")
 
 
 class ObjectCentricEnv(gym.Env[np.ndarray, Any]):
@@ -121,7 +129,8 @@ class ObjectCentricEnv(gym.Env[np.ndarray, Any]):
 
     # --- hooks ---------------------------------------------------------------------------------------------------
     def _reset_scene(self) -> int:
-        """Sample a new scene with ``self.np_random``; return the number of objects (agent excluded)."""
+        """Sample a new scene with ``self.np_random``; return the number of objects (agent excluded). Must start
+        from scratch: ``reset`` calls it again when it raises ``PlacementError``."""
         raise NotImplementedError
 
     def _simulate(self, move: np.ndarray) -> None:
@@ -147,7 +156,18 @@ class ObjectCentricEnv(gym.Env[np.ndarray, Any]):
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
               ) -> tuple[np.ndarray, dict[str, Any]]:
         super().reset(seed=seed)
-        num_objects = self._reset_scene()
+        # Objects are placed one after another, and an unlucky layout can leave no room for the last ones (about
+        # one ShapesPush reset in 45,000): draw the scene again. The generator has moved on, so a seed still
+        # fixes the scene, and every scene that placed at the first attempt is as before.
+        for _ in range(SCENE_ATTEMPTS):
+            try:
+                num_objects = self._reset_scene()
+                break
+            except PlacementError:
+                continue
+        else:
+            raise RuntimeError(f"could not place {self.num_objects[1]} objects without overlap in {SCENE_ATTEMPTS} "
+                               "scenes; use fewer objects (num_objects=...)")
         self._object_ids = np.zeros(self.num_objects[1] + 1, np.int32)
         self._object_ids[:num_objects + 1] = np.arange(1, num_objects + 2)
         self._elapsed = 0
