@@ -86,7 +86,11 @@ class ObjectCentricEnv(gym.Env[np.ndarray, Any]):
     ``Box(-1, 1, (2,), float32)`` (image right, image down; a fraction of the top speed per axis). Continuous
     actions outside the box are clipped; malformed actions (wrong shape, NaN, discrete ids outside 0..4, floats
     for a discrete space) raise ``ValueError``.
-    Reward: 1.0 on the step the task succeeds, else 0.0; the episode terminates on success.
+    Reward: 1.0 on the step the task succeeds, else 0.0; the episode terminates on success. With
+    ``reward_shaping=True`` each step also gets ``phi(s') - phi(s)``, potential-based shaping (Ng et al., 1999: the
+    optimal policies stay the same) with ``phi = -(|agent - target| + |target - goal|) / arena side`` (the goal
+    term for tasks with a goal zone): a dense signal for sparse tasks such as Push. ``info["is_success"]`` is
+    unchanged.
     ``info`` after ``reset`` and every ``step``:
 
     - ``"segmentation"``: int32 [H, W], 0 = background, the agent/robot is id 1, objects 2..N+1.
@@ -109,7 +113,7 @@ class ObjectCentricEnv(gym.Env[np.ndarray, Any]):
     """Distance moved in one step under a full action on one axis, in the env's length unit."""
 
     def __init__(self, *, image_size: int, continuous: bool, max_episode_steps: int | None,
-                 render_mode: str | None) -> None:
+                 render_mode: str | None, reward_shaping: bool = False) -> None:
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"unknown render_mode {render_mode!r}; allowed values: ['rgb_array']")
         if not isinstance(image_size, (int, np.integer)) or image_size < 16:
@@ -120,6 +124,8 @@ class ObjectCentricEnv(gym.Env[np.ndarray, Any]):
         self.image_size = int(image_size)
         self.continuous = bool(continuous)
         self.max_episode_steps = max_episode_steps
+        self.reward_shaping = bool(reward_shaping)
+        self._potential = 0.0
         self.observation_space = gym.spaces.Box(0, 255, (self.image_size, self.image_size, 3), np.uint8)
         self.action_space = (gym.spaces.Box(-1.0, 1.0, (2,), np.float32) if self.continuous
                              else gym.spaces.Discrete(len(ACTION_MEANINGS)))
@@ -171,6 +177,7 @@ class ObjectCentricEnv(gym.Env[np.ndarray, Any]):
         self._object_ids = np.zeros(self.num_objects[1] + 1, np.int32)
         self._object_ids[:num_objects + 1] = np.arange(1, num_objects + 2)
         self._elapsed = 0
+        self._potential = self._shaping_potential() if self.reward_shaping else 0.0
         return self._observe(success=False)
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
@@ -179,13 +186,27 @@ class ObjectCentricEnv(gym.Env[np.ndarray, Any]):
         success = self._is_success()
         obs, info = self._observe(success)
         truncated = self.max_episode_steps is not None and self._elapsed >= self.max_episode_steps
-        return obs, float(success), success, truncated, info
+        reward = float(success)
+        if self.reward_shaping:
+            potential = self._shaping_potential()
+            reward += potential - self._potential
+            self._potential = potential
+        return obs, reward, success, truncated, info
 
     def render(self) -> np.ndarray:
         """The current frame, uint8 [H, W, 3] (a copy of the last observation)."""
         return self._frame.copy()
 
     # --- helpers -------------------------------------------------------------------------------------------------
+    def _shaping_potential(self) -> float:
+        """``phi`` of the reward shaping (class docstring): minus the agent-target and target-goal distances."""
+        state = self.planar_state()
+        target = state.objects[state.target]
+        distance = np.linalg.norm(state.agent - target)
+        if state.goal is not None:
+            distance += np.linalg.norm(target - state.goal)
+        return -float(distance / (state.bounds[1] - state.bounds[0]).max())
+
     def _observe(self, success: bool) -> tuple[np.ndarray, dict[str, Any]]:
         frame, segmentation = self._draw()
         self._frame = frame

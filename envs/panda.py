@@ -86,6 +86,7 @@ class PandaPushEnv(ObjectCentricEnv):
         colors: allowed cube colours, a subset of ``envs.palette.COLOR_NAMES`` (default: all eight).
         continuous: ``Box(-1, 1, (2,))`` end-effector moves (default ``True``); ``False`` gives ``Discrete(5)``.
         max_episode_steps: truncate after this many steps; ``None`` leaves it to ``gym.make``'s ``TimeLimit``.
+        reward_shaping: add potential-based shaping to the sparse success reward (``envs.base.ObjectCentricEnv``).
         robot_mesh: ``"collision"`` (default) renders the URDF's coarse collision meshes, about 20x faster
             than ``"visual"``, the detailed meshes (about 20 ms per 64 px frame), and nearly the same at 64 px.
         render_mode: only ``"rgb_array"``.
@@ -107,9 +108,9 @@ class PandaPushEnv(ObjectCentricEnv):
     def __init__(self, *, image_size: int = 64, num_objects: int | Sequence[int] = (3, 5),
                  colors: Sequence[str] | None = None, continuous: bool = True,
                  max_episode_steps: int | None = None, robot_mesh: Literal["visual", "collision"] = "collision",
-                 render_mode: str | None = "rgb_array") -> None:
+                 render_mode: str | None = "rgb_array", reward_shaping: bool = False) -> None:
         super().__init__(image_size=image_size, continuous=continuous, max_episode_steps=max_episode_steps,
-                         render_mode=render_mode)
+                         render_mode=render_mode, reward_shaping=reward_shaping)
         self.num_objects = resolve_count(num_objects, 1, MAX_CUBES)
         self.colors = resolve_names("color", colors, COLOR_NAMES, minimum=2 if self.num_objects[1] > 1 else 1)
         if robot_mesh not in ("visual", "collision"):

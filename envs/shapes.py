@@ -76,6 +76,7 @@ class ShapesEnv(ObjectCentricEnv):
         continuous: ``Box(-1, 1, (2,))`` velocity actions instead of ``Discrete(5)``.
         max_episode_steps: truncate after this many steps; ``None`` (default) leaves it to the ``TimeLimit``
             added by ``gym.make`` (100 steps for the registered ids).
+        reward_shaping: add potential-based shaping to the sparse success reward (``envs.base.ObjectCentricEnv``).
         render_mode: only ``"rgb_array"``.
 
     ``object_states`` columns (``object_state_names``): ``u, v`` centre in image coordinates divided by the
@@ -95,9 +96,9 @@ class ShapesEnv(ObjectCentricEnv):
     def __init__(self, *, image_size: int = 64, num_objects: int | Sequence[int] = (3, 6),
                  colors: Sequence[str] | None = None, shapes: Sequence[str] | None = None,
                  continuous: bool = False, max_episode_steps: int | None = None,
-                 render_mode: str | None = "rgb_array") -> None:
+                 render_mode: str | None = "rgb_array", reward_shaping: bool = False) -> None:
         super().__init__(image_size=image_size, continuous=continuous, max_episode_steps=max_episode_steps,
-                         render_mode=render_mode)
+                         render_mode=render_mode, reward_shaping=reward_shaping)
         self.num_objects = resolve_count(num_objects, self.min_objects, MAX_OBJECTS)
         self.colors = resolve_names("color", colors, COLOR_NAMES, minimum=self._min_colors())
         self.shapes = resolve_names("shape", shapes, SHAPES)

@@ -349,3 +349,38 @@ def test_a_layout_with_no_room_left_is_drawn_again(monkeypatch):
     monkeypatch.setattr(base, "SCENE_ATTEMPTS", 1)
     with pytest.raises(RuntimeError, match="could not place .* without overlap in 1 scenes; use fewer objects"):
         env.reset(seed=15639)
+
+
+@pytest.mark.parametrize("env_id", ["oc/ShapesPush-v0", "oc/ShapesReach-v0"])
+def test_reward_shaping_is_the_change_of_the_potential(env_id):
+    """Shaped rewards telescope: over an episode they sum to phi(last) - phi(first) plus the success reward,
+    and a step towards the target earns more than a step away from it."""
+    env = gym.make(env_id, reward_shaping=True).unwrapped
+    plain = gym.make(env_id).unwrapped
+    env.reset(seed=3)
+    plain.reset(seed=3)
+    first = env._shaping_potential()
+    assert first < 0
+    total, successes = 0.0, 0.0
+    rng = np.random.default_rng(0)
+    for _ in range(30):
+        action = int(rng.integers(5))
+        _, reward, terminated, _, info = env.step(action)
+        _, plain_reward, *_ = plain.step(action)
+        assert plain_reward == float(info["is_success"])  # the same scene, unshaped
+        total += reward
+        successes += plain_reward
+        if terminated:
+            break
+    assert total == pytest.approx(env._shaping_potential() - first + successes)
+    env.reset(seed=3)
+    s = env.planar_state()
+    toward = s.objects[s.target] - s.agent
+    moves = {1: (0, -1), 2: (0, 1), 3: (-1, 0), 4: (1, 0)}  # up, down, left, right in image directions
+    best = max(moves, key=lambda a: np.dot(moves[a], toward))
+    worst = min(moves, key=lambda a: np.dot(moves[a], toward))
+    env.reset(seed=3)
+    _, r_best, *_ = env.step(best)
+    env.reset(seed=3)
+    _, r_worst, *_ = env.step(worst)
+    assert r_best > 0 > r_worst
