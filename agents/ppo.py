@@ -36,6 +36,7 @@ from oc_perception.cli import run_or_exit
 from oc_perception.checkpoint import CheckpointError, default_checkpoint, load_model
 from oc_perception.config import ConfigError, to_dict
 from oc_perception.devices import resolve_device
+from oc_perception.io import atomic_write
 
 # Errors that stop a run with one line: bad config or checkpoint (a missing bundled checkpoint included).
 USER_ERRORS = (ConfigError, CheckpointError, FileNotFoundError)
@@ -66,9 +67,8 @@ class RunResult:
                   "curve": self.curve, "steps": self.steps, "train_seconds": self.train_seconds,
                   "tensorboard_dir": str(self.tensorboard_dir), "model_path": str(self.model_path),
                   "video_path": str(self.video_path)}
-        path = self.log_dir / RESULT_FILE
-        path.write_text(json.dumps(record, indent=1) + "\n")
-        return path
+        text = json.dumps(record, indent=1) + "\n"
+        return atomic_write(self.log_dir / RESULT_FILE, lambda tmp: Path(tmp).write_text(text))
 
     @classmethod
     def load(cls, log_dir: str | Path, cfg: AgentConfig, checkpoint: str | Path | None) -> RunResult | None:
@@ -76,7 +76,11 @@ class RunResult:
         path = Path(log_dir) / RESULT_FILE
         if not path.is_file():
             return None
-        record = json.loads(path.read_text())
+        try:
+            record = json.loads(path.read_text())
+        except json.JSONDecodeError as e:  # not written by save (atomic): someone edited it; train the run again
+            print(f"warning: {path} is not JSON ({e}): the run is trained again")
+            return None
         digest = record.get("checkpoint_sha256", "unknown")  # files of older versions: never a match
         if record["config"] != to_dict(cfg) or digest != perception_digest(cfg, checkpoint):
             return None

@@ -235,6 +235,16 @@ def test_run_result_is_read_back_only_for_the_same_run(slots_run, perception_che
     assert ppo.RunResult.load(slots_run.log_dir, cfg, copy) is None
 
 
+def test_a_damaged_run_result_means_training_again(slots_run, perception_checkpoint, tmp_path, capsys):
+    cfg = load_agent_config(CONFIG, [*TINY, "obs=slots", "total_timesteps=2048"])
+    damaged = tmp_path / "run"
+    damaged.mkdir()
+    text = (slots_run.log_dir / "result.json").read_text()
+    (damaged / "result.json").write_text(text[: len(text) // 2])
+    assert ppo.RunResult.load(damaged, cfg, perception_checkpoint) is None
+    assert "is not JSON" in capsys.readouterr().out
+
+
 def test_rl_compare_reuses_finished_runs(tmp_path, monkeypatch, capsys):
     argv = ["--configs", str(CONFIG), "--obs", "state", "--seeds", "0", "--total-timesteps", "1024",
             "--out", str(tmp_path), "--reuse", "--device", "cpu", *TINY]

@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from oc_perception.data.shards import SEGMENTATIONS, VIDEO, EmptyDatasetError, ShardError, segmentation_to_labels
 from oc_perception.data.transforms import VideoTransform, sample_chunk_start
+from oc_perception.io import atomic_write
 
 
 @dataclass(frozen=True)
@@ -245,5 +246,5 @@ class FeatureCache:
         for array in arrays.values():
             array.flush()
         np.save(directory / "offsets.npy", offsets)
-        meta_path.write_text(json.dumps(meta))
+        atomic_write(meta_path, lambda tmp: Path(tmp).write_text(json.dumps(meta)))  # written last: the cache is whole
         return FeatureCache(directory)
