@@ -15,7 +15,9 @@ from oc_perception.wrappers import MASK_SOURCES
 
 OBS_TYPES = ("slots", "pixels", "state")
 """slots: SlotContrast slots (the perception checkpoint); pixels: raw 64 x 64 frames (CnnPolicy); state:
-ground-truth object states (MlpPolicy, privileged)."""
+ground-truth object states (privileged; ``state_policy`` says which policy)."""
+STATE_POLICIES = ("mlp", "set")
+"""mlp: the flattened states through SB3's MlpPolicy; set: the object rows through the slots' SlotSetExtractor."""
 VEC_ENVS = ("dummy", "subproc")
 
 
@@ -35,12 +37,12 @@ class PPOConfig:
 
 @dataclass
 class ExtractorConfig:
-    """``agents.extractor.SlotSetExtractor`` arguments (slot observations only)."""
+    """``agents.extractor.SlotSetExtractor`` arguments (slots, and state rows with ``state_policy: set``)."""
 
     embed_dim: int = 64
     num_layers: int = 2
     num_heads: int = 4
-    use_masks: bool = False  # also feed each slot's mask: where it is in the image
+    use_masks: bool = False  # also feed each slot's mask: where it is in the image (slots only)
     # Which masks: "attention" (slot attention's, which every step computes anyway) or "decoder" (the decoder
     # then runs every step: the wrapper steps ~3x slower with the Shapes model, docs/wrappers.md).
     mask_source: str = "attention"
@@ -64,6 +66,10 @@ class AgentConfig:
     eval_episodes: int = 50
     # Sampled actions, as in training: argmax policies of these tasks often stall against a wall or an object.
     eval_deterministic: bool = False
+    # The state baseline's policy: "set" reads the object rows with the slot agents' extractor, so slots and
+    # states differ only in what describes each object; "mlp" (SB3's MlpPolicy on the flattened rows) is weak
+    # here (below a random policy on ShapesOddOneOut at 100k steps, docs/agents.md).
+    state_policy: str = "set"
     ppo: PPOConfig = field(default_factory=PPOConfig)
     extractor: ExtractorConfig = field(default_factory=ExtractorConfig)
 
@@ -86,6 +92,8 @@ def check_agent_config(cfg: AgentConfig) -> None:
     check_env_kwargs(cfg.env_id, cfg.env_kwargs, "env_kwargs")
     if cfg.obs not in OBS_TYPES:
         raise ConfigError(f"obs must be one of {', '.join(OBS_TYPES)}, got '{cfg.obs}'")
+    if cfg.state_policy not in STATE_POLICIES:
+        raise ConfigError(f"state_policy must be one of {', '.join(STATE_POLICIES)}, got '{cfg.state_policy}'")
     if cfg.vec_env not in VEC_ENVS:
         raise ConfigError(f"vec_env must be one of {', '.join(VEC_ENVS)}, got '{cfg.vec_env}'")
     if cfg.extractor.mask_source not in MASK_SOURCES:

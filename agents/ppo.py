@@ -82,11 +82,18 @@ class RunResult:
             print(f"warning: {path} is not JSON ({e}): the run is trained again")
             return None
         digest = record.get("checkpoint_sha256", "unknown")  # files of older versions: never a match
-        if record["config"] != to_dict(cfg) or digest != perception_digest(cfg, checkpoint):
+        same_config = run_identity(record["config"]) == run_identity(to_dict(cfg))
+        if not same_config or digest != perception_digest(cfg, checkpoint):
             return None
         return cls(record["success_rate"], record["random_success_rate"], [tuple(c) for c in record["curve"]],
                    record["steps"], record["train_seconds"], Path(log_dir), Path(record["tensorboard_dir"]),
                    Path(record["model_path"]), Path(record["video_path"]))
+
+
+def run_identity(config: dict) -> dict:
+    """The config keys that decide what a run trains: ``state_policy`` is the state agent's only (and results
+    written before the key existed then still count for slots and pixels)."""
+    return config if config.get("obs") == "state" else {k: v for k, v in config.items() if k != "state_policy"}
 
 
 def perception_digest(cfg: AgentConfig, checkpoint: str | Path | None) -> str | None:
@@ -128,13 +135,16 @@ class EvalReport(BaseCallback):
 
 
 def build_agent(cfg: AgentConfig, venv: VecEnv, log_dir: Path, device: torch.device) -> PPO:
-    """PPO with the policy of ``cfg.obs``: slot-set extractor + MLP heads, NatureCNN (pixels) or MLP (state)."""
+    """PPO with the policy of ``cfg.obs``: slot-set extractor + MLP heads (slots; state rows with
+    ``state_policy: set``), NatureCNN (pixels) or MLP (state)."""
     policy_kwargs = None
-    if cfg.obs == "slots":
-        policy = "MultiInputPolicy" if cfg.extractor.use_masks else "MlpPolicy"  # masks make it a Dict space
+    if cfg.obs == "slots" or (cfg.obs == "state" and cfg.state_policy == "set"):
+        use_masks = cfg.obs == "slots" and cfg.extractor.use_masks
+        policy = "MultiInputPolicy" if use_masks else "MlpPolicy"  # masks make it a Dict space
         # mask_source is the wrapper's (agents.envs), share the policy's; the rest is the extractor's.
         kwargs = {k: v for k, v in to_dict(cfg.extractor).items() if k not in ("mask_source", "share")}
-        policy_kwargs = {"features_extractor_class": SlotSetExtractor, "features_extractor_kwargs": kwargs,
+        policy_kwargs = {"features_extractor_class": SlotSetExtractor,
+                         "features_extractor_kwargs": {**kwargs, "use_masks": use_masks},
                          "share_features_extractor": cfg.extractor.share}
     else:
         policy = "CnnPolicy" if cfg.obs == "pixels" else "MlpPolicy"

@@ -11,25 +11,32 @@ from envs.base import ObjectCentricEnv
 
 
 class ObjectStateObservation(gym.Wrapper[np.ndarray, Any, Any, Any], gym.utils.RecordConstructorArgs):
-    """Replace the observation by ``info["object_states"]`` ``[M, S]``, flattened to float32 ``[M * S]``.
+    """Replace the observation by ``info["object_states"]`` ``[M, S]``: flattened, or as a set of rows.
 
-    Observation space: ``Box(-inf, inf, (M * S,), float32)`` with ``M = 1 + max objects`` rows (agent first, zero
-    rows for absent objects) and ``S`` state columns (``object_state_names``; for the Shapes envs they include
-    ``is_target``, so this baseline is told which object matters). A ``gym.Wrapper`` rather than an
-    ``ObservationWrapper``: the states are in ``info``, which ``ObservationWrapper.observation`` never sees.
+    Observation space, ``flatten=True``: ``Box(-inf, inf, (M * S,), float32)`` with ``M = 1 + num_objects[1]``
+    rows (agent first, zero rows for absent objects), for a flat MLP. ``flatten=False``: ``Box(-inf, inf, (R, S),
+    float32)`` with ``R = 1 + env.max_objects`` rows (the same, padded with zero rows to the most objects the env
+    class can hold), for a set policy such as ``agents.extractor.SlotSetExtractor``: every scene of the env,
+    whatever its ``num_objects``, has this space, so a policy trained on 3 objects can be evaluated with 6. ``S``
+    columns are ``object_state_names``; for the Shapes envs they include ``is_target``, so this baseline is told
+    which object matters. A ``gym.Wrapper`` rather than an ``ObservationWrapper``: the states are in ``info``,
+    which ``ObservationWrapper.observation`` never sees.
 
     Raises:
         TypeError: the env is not one of ours (an ``envs.ObjectCentricEnv``), which alone give ``object_states``.
     """
 
-    def __init__(self, env: gym.Env) -> None:
-        gym.utils.RecordConstructorArgs.__init__(self)
+    def __init__(self, env: gym.Env, flatten: bool = True) -> None:
+        gym.utils.RecordConstructorArgs.__init__(self, flatten=flatten)
         super().__init__(env)
         base = env.unwrapped
         if not isinstance(base, ObjectCentricEnv):
             raise TypeError(f"ObjectStateObservation needs one of the envs in `envs`, got {type(base).__name__}")
-        size = (base.num_objects[1] + 1) * len(base.object_state_names)
-        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (size,), np.float32)
+        self.flatten = flatten
+        columns = len(base.object_state_names)
+        self._rows = base.num_objects[1] + 1 if flatten else base.max_objects + 1
+        shape = (self._rows * columns,) if flatten else (self._rows, columns)
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, shape, np.float32)
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
               ) -> tuple[np.ndarray, dict[str, Any]]:
@@ -40,6 +47,10 @@ class ObjectStateObservation(gym.Wrapper[np.ndarray, Any, Any, Any], gym.utils.R
         _, reward, terminated, truncated, info = self.env.step(action)
         return self._state(info), reward, terminated, truncated, info
 
-    @staticmethod
-    def _state(info: dict[str, Any]) -> np.ndarray:
-        return np.asarray(info["object_states"], dtype=np.float32).reshape(-1)
+    def _state(self, info: dict[str, Any]) -> np.ndarray:
+        states = np.asarray(info["object_states"], dtype=np.float32)  # [1 + num_objects[1], S]
+        if self.flatten:
+            return states.reshape(-1)
+        rows = np.zeros((self._rows, states.shape[1]), np.float32)
+        rows[: len(states)] = states
+        return rows

@@ -107,6 +107,8 @@ class ObjectCentricEnv(gym.Env[np.ndarray, Any]):
     success_rule: ClassVar[Literal["touch", "in_goal"]]
     """``"touch"``: the agent touches the target; ``"in_goal"``: the target's centre is inside the goal zone."""
     object_state_names: ClassVar[tuple[str, ...]]
+    max_objects: ClassVar[int]
+    """The most objects (agent excluded) any scene of this env class can hold, whatever ``num_objects``."""
     num_objects: tuple[int, int]
     """Inclusive range of the number of objects per scene (agent excluded), set by subclasses."""
     step_size: float

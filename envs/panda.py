@@ -102,6 +102,7 @@ class PandaPushEnv(ObjectCentricEnv):
     """
 
     success_rule = "in_goal"
+    max_objects: ClassVar[int] = MAX_CUBES
     object_state_names: ClassVar[tuple[str, ...]] = (
         "u", "v", "x", "y", "z", "vel_x", "vel_y", "vel_z", "yaw", "color_id", "size", "is_agent", "is_target")
 
@@ -111,7 +112,7 @@ class PandaPushEnv(ObjectCentricEnv):
                  render_mode: str | None = "rgb_array", reward_shaping: bool = False) -> None:
         super().__init__(image_size=image_size, continuous=continuous, max_episode_steps=max_episode_steps,
                          render_mode=render_mode, reward_shaping=reward_shaping)
-        self.num_objects = resolve_count(num_objects, 1, MAX_CUBES)
+        self.num_objects = resolve_count(num_objects, 1, self.max_objects)
         self.colors = resolve_names("color", colors, COLOR_NAMES, minimum=2 if self.num_objects[1] > 1 else 1)
         if robot_mesh not in ("visual", "collision"):
             raise ValueError(f"unknown robot_mesh {robot_mesh!r}; allowed values: ['visual', 'collision']")

@@ -87,6 +87,7 @@ class ShapesEnv(ObjectCentricEnv):
     agent (segmentation id 1), row ``i`` is object id ``i + 1``.
     """
 
+    max_objects: ClassVar[int] = MAX_OBJECTS
     object_state_names: ClassVar[tuple[str, ...]] = (
         "u", "v", "vel_u", "vel_v", "angle", "angular_velocity", "color_id", "shape_id", "size", "is_agent",
         "is_target")
@@ -99,7 +100,7 @@ class ShapesEnv(ObjectCentricEnv):
                  render_mode: str | None = "rgb_array", reward_shaping: bool = False) -> None:
         super().__init__(image_size=image_size, continuous=continuous, max_episode_steps=max_episode_steps,
                          render_mode=render_mode, reward_shaping=reward_shaping)
-        self.num_objects = resolve_count(num_objects, self.min_objects, MAX_OBJECTS)
+        self.num_objects = resolve_count(num_objects, self.min_objects, self.max_objects)
         self.colors = resolve_names("color", colors, COLOR_NAMES, minimum=self._min_colors())
         self.shapes = resolve_names("shape", shapes, SHAPES)
         self.step_size = AGENT_SPEED * DT

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-
+import re
 import sys
 from pathlib import Path
 
@@ -88,6 +88,21 @@ def test_state_observation_is_the_flattened_object_states():
         np.testing.assert_array_equal(obs, info["object_states"].reshape(-1))
 
 
+def test_state_rows_are_padded_to_the_most_objects_of_the_env_class():
+    env = ObjectStateObservation(gym.make("oc/ShapesOddOneOut-v0", num_objects=3), flatten=False)
+    columns = len(env.unwrapped.object_state_names)
+    assert env.observation_space.shape == (env.unwrapped.max_objects + 1, columns) == (9, columns)
+    obs, info = env.reset(seed=3)
+    assert env.observation_space.contains(obs)
+    np.testing.assert_array_equal(obs[:4], info["object_states"])
+    assert not obs[4:].any()
+    # More objects: the same space, so a set policy trained on 3 objects can be evaluated on 6.
+    six = ObjectStateObservation(gym.make("oc/ShapesOddOneOut-v0", num_objects=6), flatten=False)
+    assert six.observation_space == env.observation_space
+    obs, info = six.reset(seed=3)
+    np.testing.assert_array_equal(obs[:7], info["object_states"])
+
+
 def test_state_observation_needs_one_of_our_envs():
     with pytest.raises(TypeError, match="needs one of the envs"):
         ObjectStateObservation(gym.make("CartPole-v1"))
@@ -103,6 +118,7 @@ def test_config_loads_and_overrides():
     ("ppo.learning_rate=1e-4", "unknown config key 'ppo.learning_rate'"),
     ("obs=rgb", "obs must be one of slots, pixels, state"),
     ("ppo.batch_size=100", "ppo.batch_size (100) must divide"),
+    ("state_policy=cnn", "state_policy must be one of mlp, set"),
 ])
 def test_config_errors_are_one_line(override, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -112,6 +128,21 @@ def test_config_errors_are_one_line(override, message, capsys):
     assert err.startswith("error: ") and message in err and "\n" not in err
     with pytest.raises(ConfigError, match="unknown config key"):
         load_agent_config(CONFIG, ["extractor.depth=3"])
+
+
+@pytest.mark.parametrize("state_policy, extractor", [("mlp", "FlattenExtractor"), ("set", "SlotSetExtractor")])
+def test_state_policy_picks_the_state_agents_extractor(state_policy, extractor, tmp_path):
+    cfg = load_agent_config(CONFIG, [*TINY, "obs=state", f"state_policy={state_policy}"])
+    venv = make_vec_env(cfg, "state", cfg.n_envs)
+    agent = ppo.build_agent(cfg, venv, tmp_path, torch.device("cpu"))
+    assert type(agent.policy.features_extractor).__name__ == extractor
+    obs = torch.as_tensor(venv.reset())
+    if state_policy == "set":  # rows [B, M, S]: the object order does not matter
+        assert obs.ndim == 3
+        features = agent.policy.extract_features(obs, agent.policy.features_extractor)
+        permuted = agent.policy.extract_features(obs[:, torch.randperm(obs.shape[1])], agent.policy.features_extractor)
+        torch.testing.assert_close(features, permuted, rtol=1e-4, atol=1e-5)
+    venv.close()
 
 
 def test_demo_without_the_bundled_checkpoint_says_how_to_get_it(monkeypatch):
@@ -235,6 +266,22 @@ def test_run_result_is_read_back_only_for_the_same_run(slots_run, perception_che
     assert ppo.RunResult.load(slots_run.log_dir, cfg, copy) is None
 
 
+def test_state_policy_counts_only_for_state_runs(slots_run, perception_checkpoint, tmp_path):
+    cfg = load_agent_config(CONFIG, [*TINY, "obs=slots", "total_timesteps=2048"])
+    record = json.loads((slots_run.log_dir / "result.json").read_text())
+    older = tmp_path / "older"  # a result written before state_policy existed
+    older.mkdir()
+    del record["config"]["state_policy"]
+    (older / "result.json").write_text(json.dumps(record))
+    assert ppo.RunResult.load(older, cfg, perception_checkpoint) is not None
+    assert ppo.RunResult.load(older, load_agent_config(CONFIG, [*TINY, "obs=slots", "total_timesteps=2048",
+                                                                "state_policy=mlp"]), perception_checkpoint)
+    record["config"]["obs"] = "state"  # a state run: its policy is part of what it trained
+    (older / "result.json").write_text(json.dumps(record))
+    assert ppo.RunResult.load(older, load_agent_config(CONFIG, [*TINY, "obs=state", "total_timesteps=2048"]),
+                              perception_checkpoint) is None
+
+
 def test_a_damaged_run_result_means_training_again(slots_run, perception_checkpoint, tmp_path, capsys):
     cfg = load_agent_config(CONFIG, [*TINY, "obs=slots", "total_timesteps=2048"])
     damaged = tmp_path / "run"
@@ -261,24 +308,28 @@ def test_rl_compare_reuses_finished_runs(tmp_path, monkeypatch, capsys):
     assert (tmp_path / "results.md").read_text() == first
 
 
-def test_env_kwargs_and_held_out_scenes(tmp_path):
+@pytest.mark.parametrize("state_policy", ["mlp", "set"])
+def test_env_kwargs_and_held_out_scenes(state_policy, tmp_path):
     # A bad constructor argument stops at the config, before any training.
     with pytest.raises(ConfigError, match="env_kwargs=.*does not make oc/ShapesOddOneOut-v0"):
         load_agent_config(CONFIG, [*TINY, "env_kwargs={colors: [no-such-colour]}"])
     train_colours, test_colours = "[red, green, blue, yellow]", "[magenta, cyan, orange, purple]"
     argv = ["--configs", str(CONFIG), "--obs", "state", "--seeds", "0", "--total-timesteps", "1024",
             "--out", str(tmp_path), "--device", "cpu", "--test-env-kwargs", f"{{colors: {test_colours}}}",
-            "--test-env-kwargs", "{num_objects: 6}", *TINY,
+            "--test-env-kwargs", "{num_objects: 6}", *TINY, f"state_policy={state_policy}",
             f"env_kwargs={{colors: {train_colours}, num_objects: [3, 4]}}"]
     rl_compare.main(argv)
     text = (tmp_path / "results.md").read_text()
     assert "held-out {colors: [magenta, cyan, orange, purple]}" in text.splitlines()[0]
-    # More objects than in training give the state agent a longer observation: said, not crashed on.
     colours_cell, objects_cell = text.splitlines()[2].split("|")[-3:-1]
-    assert "n/a" not in colours_cell and objects_cell.startswith(" n/a: other observation shape (random ")
+    assert "n/a" not in colours_cell
+    if state_policy == "mlp":  # more objects than in training give a longer flat observation: said, not crashed on
+        assert objects_cell.startswith(" n/a: other observation shape (random ")
+    else:  # the rows are padded to the env's most objects: the set policy takes 6 objects
+        assert re.fullmatch(r" \d\.\d\d ± 0\.00 \(random \d\.\d\d\) ", objects_cell), objects_cell
     # The random policy's held-out figure is what evaluating it in scenes of the held-out colours gives.
     cfg = load_agent_config(CONFIG, [*TINY, f"env_kwargs={{colors: {test_colours}, num_objects: [3, 4]}}",
-                                     "obs=state"])
+                                     "obs=state", f"state_policy={state_policy}"])
     venv = make_vec_env(cfg, "state", cfg.n_envs)
     from envs.palette import COLOR_NAMES
 
