@@ -2,7 +2,8 @@
 
     python benchmarks/rl_compare.py [--configs configs/agents/oddoneout_slots.yml configs/agents/push_slots.yml]
         [--obs slots pixels state] [--seeds 0 1 2] [--total-timesteps N] [--checkpoint PATH] [--device auto]
-        [--out runs/rl_compare] [--reuse] [--test-env-kwargs '{colors: [purple, cyan]}'] [key=value ...]
+        [--out runs/rl_compare] [--reuse | --table-only] [--test-env-kwargs '{colors: [purple, cyan]}']
+        [key=value ...]
 
 Every (config, observation type, seed) is one ``agents.ppo.train`` run with the config's hyperparameters, so the
 three observation types share the budget (``--total-timesteps``, default the config's) and the evaluation episodes
@@ -15,7 +16,9 @@ of training per run, periodic evaluations included) and writes it to ``OUT/resul
 (success rate of the periodic evaluations, mean and std over seeds) in ``OUT/learning_curves.png``. Each run's log
 dir is ``OUT/<config>/<obs>-s<seed>``; with ``--reuse`` a run whose log dir holds the ``result.json`` of the same
 config and perception checkpoint (by content) is read instead of trained again, so an interrupted comparison goes
-on where it stopped and runs started apart (one process per core) are tabled together.
+on where it stopped and runs started apart (one process per core) are tabled together. ``--table-only`` reads
+them the same way but trains nothing: the runs not (yet) in OUT are left out of the table, say with fewer seeds
+for one observation type than for another.
 
 ``--test-env-kwargs`` (YAML mappings of env constructor arguments, each a held-out scene distribution, e.g.
 colours never seen in training or more objects) evaluates every trained agent again, on the same number of
@@ -58,6 +61,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--out", type=Path, default=Path("runs/rl_compare"))
     ap.add_argument("--reuse", action="store_true", help="read finished runs of the same config from OUT")
+    ap.add_argument("--table-only", action="store_true",
+                    help="like --reuse, but train nothing: table the finished runs in OUT, leave out the others")
     ap.add_argument("--test-env-kwargs", action="append", type=yaml_mapping, default=[],
                     help="a held-out scene distribution, a YAML mapping of env arguments such as "
                          "'{num_objects: 6}' (repeat the option for several)")
@@ -110,8 +115,11 @@ def run_all(args: argparse.Namespace) -> tuple[Runs, dict[str, AgentConfig]]:
                 cfg = load_agent_config(path, [*args.overrides, *budget, f"obs={obs}", f"seed={seed}"])
                 configs[cfg.env_id] = cfg
                 log_dir = args.out / path.stem / f"{obs}-s{seed}"
-                result = RunResult.load(log_dir, cfg, args.checkpoint) if args.reuse else None
+                result = RunResult.load(log_dir, cfg, args.checkpoint) if args.reuse or args.table_only else None
                 how = "read from its result.json" if result else "trained"
+                if result is None and args.table_only:
+                    print(f"{cfg.env_id} {obs} seed {seed}: left out (no finished run of this config in {log_dir})")
+                    continue
                 if result is None:
                     result = train(cfg, log_dir, args.checkpoint, args.device, progress=False)
                 result.held_out = held_out_rates(cfg, result, args.test_env_kwargs, args.checkpoint, args.device)
@@ -176,6 +184,8 @@ def main(argv: list[str] | None = None) -> None:
         runs, configs = run_all(args)
     except USER_ERRORS as e:
         sys.exit(f"error: {e}")
+    if not runs:
+        sys.exit(f"error: no finished run of these configs in {args.out}: train them without --table-only")
     text = table(runs, configs, args.test_env_kwargs)
     print(text)
     (args.out / "results.md").write_text(text + "\n")

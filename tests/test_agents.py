@@ -306,6 +306,14 @@ def test_rl_compare_reuses_finished_runs(tmp_path, monkeypatch, capsys):
     rl_compare.main(argv)
     assert "(read from its result.json)" in capsys.readouterr().out
     assert (tmp_path / "results.md").read_text() == first
+    # --table-only: seed 1 was never trained, so the table has the one finished seed and says what it left out.
+    table_only = [a for a in argv if a != "--reuse"] + ["--table-only"]
+    table_only[table_only.index("--seeds") + 1: table_only.index("--seeds") + 2] = ["0", "1"]
+    rl_compare.main(table_only)
+    assert "state seed 1: left out (no finished run" in capsys.readouterr().out
+    assert (tmp_path / "results.md").read_text() == first
+    with pytest.raises(SystemExit, match="no finished run of these configs"):
+        rl_compare.main([*table_only, "ppo.lr=1e-3"])  # another config: nothing in OUT matches
 
 
 @pytest.mark.parametrize("state_policy", ["mlp", "set"])
