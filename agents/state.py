@@ -51,6 +51,4 @@ class ObjectStateObservation(gym.Wrapper[np.ndarray, Any, Any, Any], gym.utils.R
         states = np.asarray(info["object_states"], dtype=np.float32)  # [1 + num_objects[1], S]
         if self.flatten:
             return states.reshape(-1)
-        rows = np.zeros((self._rows, states.shape[1]), np.float32)
-        rows[: len(states)] = states
-        return rows
+        return np.pad(states, ((0, self._rows - len(states)), (0, 0)))
