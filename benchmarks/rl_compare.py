@@ -23,7 +23,8 @@ for one observation type than for another.
 ``--test-env-kwargs`` (YAML mappings of env constructor arguments, each a held-out scene distribution, e.g.
 colours never seen in training or more objects) evaluates every trained agent again, on the same number of
 seeded episodes, in envs made with the config's ``env_kwargs`` updated by each mapping: one more success-rate
-column per mapping (the random policy is evaluated there too).
+column per mapping (the random policy is evaluated there too), and ``OUT/held_out.png``: a bar per observation
+type and scene (training scenes first), mean and std over seeds, the random policy's rate as a grey tick.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+import textwrap
 from collections import defaultdict
 from pathlib import Path
 
@@ -178,6 +180,35 @@ def plot_curves(runs: Runs, path: Path) -> Path:
     return path
 
 
+def plot_held_out(runs: Runs, scenes: list[dict], path: Path) -> Path:
+    """One panel per env: success rate per observation type on the training scenes and on each held-out one."""
+    env_ids = list(dict.fromkeys(env_id for env_id, _ in runs))
+    labels = ["training scenes", *(textwrap.fill(yaml.safe_dump(s, default_flow_style=True).strip(), 24)
+                                   for s in scenes)]
+    fig, axes = plt.subplots(len(env_ids), 1, figsize=(max(6.0, 2.2 * len(labels)), 3.8 * len(env_ids)),
+                             squeeze=False)
+    for ax, env_id in zip(axes[:, 0], env_ids):
+        types = [obs for e, obs in runs if e == env_id]
+        width = 0.8 / len(types)
+        for j, obs in enumerate(types):
+            results = runs[env_id, obs]
+            # rates: [seeds, 1 + scenes]; the random policy's the same way
+            rates = np.array([[r.success_rate] + [h[0] for h in r.held_out] for r in results])
+            random_rates = np.array([[r.random_success_rate] + [h[1] for h in r.held_out] for r in results])
+            x = np.arange(len(labels)) + (j - (len(types) - 1) / 2) * width
+            ax.bar(x, rates.mean(0), width, yerr=rates.std(0), capsize=3, label=f"{obs} ({len(results)} seeds)")
+            ax.scatter(x, random_rates.mean(0), marker="_", s=200, color="grey", zorder=3,
+                       label="random policy" if j == 0 else None)
+        ax.set_xticks(np.arange(len(labels)), labels, fontsize=8)
+        ax.set(title=env_id, ylabel="success rate", ylim=(0, 1.05))
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     try:
@@ -190,6 +221,8 @@ def main(argv: list[str] | None = None) -> None:
     print(text)
     (args.out / "results.md").write_text(text + "\n")
     print(f"learning curves: {plot_curves(runs, args.out / 'learning_curves.png')}")
+    if args.test_env_kwargs:
+        print(f"held-out scenes: {plot_held_out(runs, args.test_env_kwargs, args.out / 'held_out.png')}")
 
 
 if __name__ == "__main__":

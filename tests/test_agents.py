@@ -329,6 +329,7 @@ def test_env_kwargs_and_held_out_scenes(state_policy, tmp_path):
     rl_compare.main(argv)
     text = (tmp_path / "results.md").read_text()
     assert "held-out {colors: [magenta, cyan, orange, purple]}" in text.splitlines()[0]
+    assert (tmp_path / "held_out.png").stat().st_size > 0
     colours_cell, objects_cell = text.splitlines()[2].split("|")[-3:-1]
     assert "n/a" not in colours_cell
     if state_policy == "mlp":  # more objects than in training give a longer flat observation: said, not crashed on
