@@ -131,10 +131,15 @@ def run_all(args: argparse.Namespace) -> tuple[Runs, dict[str, AgentConfig]]:
     return runs, configs
 
 
+def scene_label(scene: dict) -> str:
+    """A held-out scene's env kwargs as one line of YAML, e.g. ``{colors: [orange, purple]}``."""
+    return yaml.safe_dump(scene, default_flow_style=True).strip()
+
+
 def table(runs: Runs, configs: dict[str, AgentConfig], scenes: list[dict] | None = None) -> str:
     """Markdown: one row per (env, obs); a column per held-out scene distribution (agent / random policy)."""
     scenes = scenes or []
-    extra = "".join(f" held-out {yaml.safe_dump(s, default_flow_style=True).strip()} |" for s in scenes)
+    extra = "".join(f" held-out {scene_label(s)} |" for s in scenes)
     lines = ["| env | obs | env steps | seeds | success rate | random policy | train wall time per run (s) |" + extra,
              "|---|---|---:|---:|---|---|---:|" + "---|" * len(scenes)]
     for (env_id, obs), results in runs.items():
@@ -173,18 +178,13 @@ def plot_curves(runs: Runs, path: Path) -> Path:
         ax.set(title=env_id, xlabel="env steps", ylabel="success rate", ylim=(-0.02, 1.02))
         ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x / 1000:g}k"))  # 100k, not 100000
         ax.legend()
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_held_out(runs: Runs, scenes: list[dict], path: Path) -> Path:
     """One panel per env: success rate per observation type on the training scenes and on each held-out one."""
     env_ids = list(dict.fromkeys(env_id for env_id, _ in runs))
-    labels = ["training scenes", *(textwrap.fill(yaml.safe_dump(s, default_flow_style=True).strip(), 24)
-                                   for s in scenes)]
+    labels = ["training scenes", *(textwrap.fill(scene_label(s), 24) for s in scenes)]
     fig, axes = plt.subplots(len(env_ids), 1, figsize=(max(6.0, 2.2 * len(labels)), 3.8 * len(env_ids)),
                              squeeze=False)
     for ax, env_id in zip(axes[:, 0], env_ids):
@@ -202,6 +202,10 @@ def plot_held_out(runs: Runs, scenes: list[dict], path: Path) -> Path:
         ax.set_xticks(np.arange(len(labels)), labels, fontsize=8)
         ax.set(title=env_id, ylabel="success rate", ylim=(0, 1.05))
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return save_figure(fig, path)
+
+
+def save_figure(fig: plt.Figure, path: Path) -> Path:
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
