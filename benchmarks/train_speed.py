@@ -2,8 +2,9 @@
 
     python benchmarks/train_speed.py [--config movi_c] [--batch-size 2] [--steps 3] [key=value ...]
 
-A random-init backbone (speed does not depend on the weights), fp32 on CPU; on CUDA, when present, also
-bf16 autocast. "backbone" runs the frozen ViT on every clip, as training without a cache does; "cache"
+A random-init backbone (speed does not depend on the weights), fp32 and bf16 autocast on the CPU and, when
+present, on CUDA. bf16 pays on CPUs with AMX-BF16 or AVX512-BF16 (``native bf16`` in the header says whether this
+one has it); elsewhere it is emulated and slower than fp32. "backbone" runs the frozen ViT on every clip, as training without a cache does; "cache"
 starts from fp16 features as the cache stores them, so it times the trainable part alone (slot attention,
 predictor, decoder, losses, backward, Adam). Reading the cache from disk is not included: it is a few
 hundred kB per frame. Configs that train their encoder (shapes, panda) have no cache: "n/a".
@@ -12,12 +13,12 @@ hundred kB per frame. Configs that train their encoder (shapes, panda) have no c
 from __future__ import annotations
 
 import argparse
-import contextlib
 import time
 
 import torch
 
 from oc_perception import SlotContrast
+from oc_perception.devices import autocast, native_bf16
 from oc_perception.checkpoint import config_path
 from oc_perception.config import load_config
 from oc_perception.train import TrainStep
@@ -50,7 +51,7 @@ def main() -> None:
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
     b, t, s = args.batch_size, cfg.data.chunk_size, cfg.model.encoder.input_size
     print(f"{args.config}: batch {b} x {t} frames at {s} px, {args.steps} timed steps after one warm-up; "
-          f"threads {torch.get_num_threads()}")
+          f"threads {torch.get_num_threads()}, native bf16 on cpu: {native_bf16(torch.device('cpu'))}")
     print(f"{'device':>6} {'dtype':>5} {'backbone steps/s':>17} {'cache steps/s':>14} {'speed-up':>9}")
     for device in devices:
         torch.manual_seed(0)
@@ -62,13 +63,10 @@ def main() -> None:
         if frozen:
             with torch.no_grad():
                 features = model.encode_frames(video.flatten(0, 1))[0].unflatten(0, (b, t)).half()
-        for dtype in ["fp32"] + (["bf16"] if device.type == "cuda" else []):
-            autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if dtype == "bf16"
-                        else contextlib.nullcontext())
-
+        for dtype in ("fp32", "bf16"):
             def run(batch):
                 def one_step():
-                    with autocast:
+                    with autocast(dtype, device):
                         losses = train_step(batch())
                     optim.zero_grad(set_to_none=True)
                     losses["loss_total"].backward()

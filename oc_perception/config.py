@@ -92,6 +92,9 @@ class LossConfig:
     # Pixels whose colour differs from the frame's median colour (objects, on our envs' plain floors) weigh
     # this much more in the reconstruction loss; 1 = plain MSE (the paper). Pixel targets only.
     foreground_weight: float = 1.0
+    # Weight of a label-free term that gives the background (pixels of the frame's median colour) to one slot,
+    # so object masks fit their objects (model.losses.background_ownership_loss). Pixel targets only.
+    background_weight: float = 0.0
     # Supervision for users whose simulator gives masks: weight of a loss matching the decoder masks to the
     # training videos' ground-truth segments (background included), Hungarian-matched once per clip. 0 = the
     # unsupervised model of the paper. A model trained with it is not unsupervised: say so where it is used.
@@ -159,7 +162,7 @@ class TrainerConfig:
     # by one command); None = run to max_steps. --continue with a larger value goes on where it stopped.
     stop_at: int | None = None
     seed: int = 42
-    precision: Literal["fp32", "bf16"] = "fp32"  # "fp32" or "bf16" (autocast, CUDA only)
+    precision: Literal["fp32", "bf16"] = "fp32"  # "bf16": bfloat16 autocast, on CUDA or CPU (devices.autocast)
     device: str = "auto"
     log_every: int = 50
     val_every: int = 5000
@@ -313,7 +316,7 @@ POSITIVE = (
     "trainer.keep_last",
 )
 NON_NEGATIVE = ("optim.warmup_steps", "optim.weight_decay", "optim.eps", "model.loss.featrec_weight",
-                "model.loss.ss_weight", "model.loss.segmentation_weight", "model.loss.segmentation_area_exponent",
+                "model.loss.ss_weight", "model.loss.segmentation_weight", "model.loss.background_weight", "model.loss.segmentation_area_exponent",
                 "data.num_workers")
 
 

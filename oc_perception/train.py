@@ -34,7 +34,7 @@ from oc_perception.config import Config, ConfigError, canonical_config, load_con
 from oc_perception.data.clips import FeatureCache, ShardIndex
 from oc_perception.data.datasets import build_dataloader, video_transform
 from oc_perception.data.shards import EmptyDatasetError, ShardError, expand_shards
-from oc_perception.devices import resolve_device
+from oc_perception.devices import autocast, check_precision, resolve_device
 from oc_perception.evaluate import evaluate
 from oc_perception.model import SlotContrast
 from oc_perception.model.encoder import BackboneWeightsError
@@ -84,19 +84,6 @@ class TrainStep(nn.Module):
         return self.model.loss(out, batch.get("segmentation"))
 
 
-def check_precision(cfg: Config, device: torch.device) -> None:
-    if cfg.trainer.precision not in ("fp32", "bf16"):
-        raise ConfigError(f"trainer.precision must be fp32 or bf16, got '{cfg.trainer.precision}'")
-    if cfg.trainer.precision == "bf16" and device.type != "cuda":
-        raise ConfigError("trainer.precision=bf16 needs a CUDA device; use fp32 on CPU")
-
-
-def autocast(cfg: Config, device: torch.device):
-    if cfg.trainer.precision == "bf16":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 def build_train_loader(cfg: Config, data_dir: str | None, model: SlotContrast, log_dir: Path, start_step: int,
                        d: DistInfo, device: torch.device) -> DataLoader:
     """Training batches from ``start_step`` on; with ``data.cache_features`` the frozen features are computed
@@ -128,7 +115,7 @@ def validate(model: SlotContrast, loader: DataLoader, cfg: Config, device: torch
         if shown < cfg.trainer.overlay_videos:
             shown += log_overlays(writer, batch, out, cfg, step, cfg.trainer.overlay_videos - shown)
 
-    results = evaluate(model, loader, cfg, device, ("decoder", "grouping"), lambda: autocast(cfg, device), overlays)
+    results = evaluate(model, loader, cfg, device, ("decoder", "grouping"), lambda: autocast(cfg.trainer.precision, device), overlays)
     return {f"val/{k.removeprefix('decoder/')}": v for k, v in results.items()}
 
 
@@ -183,7 +170,7 @@ def train(args: argparse.Namespace) -> Path:
                                     Path("runs") / Path(config_path(args.config)).stem))
     d = setup_distributed(cfg.trainer.device)
     device = resolve_device(cfg.trainer.device)
-    check_precision(cfg, device)
+    check_precision(cfg.trainer.precision, device)
     expand_shards(cfg.data.train_shards, args.data_dir)  # missing shards stop here, before any work
     expand_shards(cfg.data.val_shards, args.data_dir)
 
@@ -226,7 +213,7 @@ def train(args: argparse.Namespace) -> Path:
 
         def compute_losses(_: int) -> dict[str, torch.Tensor]:
             batch = {k: v.to(device, non_blocking=True) for k, v in next(batches).items()}
-            with autocast(cfg, device):
+            with autocast(cfg.trainer.precision, device):
                 return train_step(batch)
 
         TrainLoop(params, optim, sched, cfg.trainer, cfg.optim.grad_clip, writer).run(

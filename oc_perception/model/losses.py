@@ -1,4 +1,5 @@
-"""SlotContrast losses: feature reconstruction and the slot-slot contrastive loss."""
+"""SlotContrast losses: feature reconstruction and the slot-slot contrastive loss; the supervised mask loss and
+the label-free background term for training from pixels."""
 
 from __future__ import annotations
 
@@ -8,24 +9,57 @@ from einops import rearrange
 from scipy.optimize import linear_sum_assignment
 
 
+def foreground_pixels(target: torch.Tensor, threshold: float = 0.1) -> torch.Tensor:
+    """Pixels unlike their frame's background: a free signal from the video itself (no labels).
+
+    target [..., M, F] RGB (F a multiple of 3: pixels, or patches of pixels) -> bool [..., M * F/3]: a pixel
+    whose colour differs from its frame's median colour by more than ``threshold`` (any channel, in normalised
+    units). On scenes with a plain floor (our envs, tabletops) the median colour is the floor's.
+    """
+    pixels = target.reshape(*target.shape[:-2], -1, 3)  # [..., M * F/3, 3]
+    median = pixels.median(dim=-2, keepdim=True).values
+    return (pixels - median).abs().amax(-1) > threshold
+
+
 def feature_reconstruction_loss(reconstruction: torch.Tensor, target: torch.Tensor,
                                 foreground_weight: float = 1.0, threshold: float = 0.1) -> torch.Tensor:
     """MSE over all elements; the target (frozen features or pixels) gets no gradient.
 
     reconstruction, target [..., M, F]. With ``foreground_weight`` != 1 the target is RGB (F a multiple of 3:
-    pixels or patches of pixels) and a pixel whose colour differs from its frame's median colour by more than
-    ``threshold`` (any channel, in normalised units) weighs ``foreground_weight`` times more: on our envs'
-    plain floors objects are ~2 % of the pixels, and the plain MSE is then best served by the mean image.
-    The weighted mean is normalised by the weights, so the loss keeps the scale of the MSE.
+    pixels or patches of pixels) and a :func:`foreground_pixels` pixel weighs ``foreground_weight`` times more:
+    on our envs' plain floors objects are ~2 % of the pixels, and the plain MSE is then best served by the mean
+    image. The weighted mean is normalised by the weights, so the loss keeps the scale of the MSE.
     """
     target = target.detach()
     if foreground_weight == 1.0:
         return F.mse_loss(reconstruction, target)
-    pixels = target.reshape(*target.shape[:-2], -1, 3)  # [..., M * F/3, 3]
-    median = pixels.median(dim=-2, keepdim=True).values
-    weight = 1.0 + (foreground_weight - 1.0) * ((pixels - median).abs().amax(-1) > threshold).float()
+    pixels = target.reshape(*target.shape[:-2], -1, 3)
+    weight = 1.0 + (foreground_weight - 1.0) * foreground_pixels(target, threshold).float()
     error = ((reconstruction.reshape(pixels.shape) - pixels) ** 2).mean(-1)
     return (weight * error).sum() / weight.sum()
+
+
+def background_ownership_loss(masks: torch.Tensor, target: torch.Tensor, threshold: float = 0.1,
+                              eps: float = 1e-8) -> torch.Tensor:
+    """Entropy of how the background is shared among the slots: low when one slot owns all of it.
+
+    masks [..., K, M] (a distribution over the K slots at each of M cells), target [..., M, F] RGB at the same
+    M cells (pixels, or patches of F/3 pixels) -> scalar. A cell is background when none of its pixels is a
+    :func:`foreground_pixels` pixel. Per frame, ``u = mean over background cells of masks`` [K] and the loss is
+    ``-sum u log u``, averaged over frames (frames without background count 0).
+
+    Any slot may paint the plain floor around an object as well as any other, so reconstruction alone leaves
+    the floor shared out among the slots and object masks spread past their objects (low mBO). This term gives
+    the floor to one slot, which frees the others to fit their objects. It reads only the frames.
+    """
+    target = target.detach()
+    cells = masks.shape[-1]
+    fg = foreground_pixels(target, threshold).reshape(*target.shape[:-2], cells, -1).any(-1)  # [..., M]
+    background = (~fg).to(masks.dtype).unsqueeze(-2)  # [..., 1, M]
+    count = background.sum(-1)  # [..., 1]
+    share = (masks * background).sum(-1) / count.clamp(min=1)  # [..., K]
+    entropy = -(share * (share + eps).log()).sum(-1)  # [...]
+    return entropy.mean()
 
 
 def slot_slot_logits(slots: torch.Tensor, temperature: float = 0.1, batch_contrast: bool = True) -> torch.Tensor:
