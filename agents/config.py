@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from envs import ENV_IDS
 from oc_perception.config import ConfigError, load_config
@@ -70,6 +70,9 @@ class AgentConfig:
     # states differ only in what describes each object; "mlp" (SB3's MlpPolicy on the flattened rows) is weak
     # here (below a random policy on ShapesOddOneOut at 100k steps, docs/agents.md).
     state_policy: str = "set"
+    # The perception model's arithmetic (slot observations): "bf16" is bfloat16 autocast, which pays on GPUs and
+    # on CPUs with AMX/AVX512-BF16 and is emulated (slower) elsewhere (benchmarks/train_speed.py prints which).
+    precision: Literal["fp32", "bf16"] = "fp32"
     ppo: PPOConfig = field(default_factory=PPOConfig)
     extractor: ExtractorConfig = field(default_factory=ExtractorConfig)
 

@@ -92,7 +92,9 @@ class RunResult:
 
 def run_identity(config: dict) -> dict:
     """The config keys that decide what a run trains: ``state_policy`` is the state agent's only (and results
-    written before the key existed then still count for slots and pixels)."""
+    written before the key existed then still count for slots and pixels); ``precision`` fp32 is what runs
+    without the key used."""
+    config = {k: v for k, v in config.items() if not (k == "precision" and v == "fp32")}
     return config if config.get("obs") == "state" else {k: v for k, v in config.items() if k != "state_policy"}
 
 

@@ -2,10 +2,12 @@
 
     python benchmarks/learning_curves.py runs/screen_* [--steps 500 1000 1500] [--png docs/img/curves.png]
 
-For each run (a log dir of ``python -m oc_perception.train``) prints, per validated step, the decoder-mask
-video FG-ARI, the slot-attention video FG-ARI, the decoder video mBO and the training speed (s/step, this
-process's mean at that step), as a Markdown table. ``--png`` draws step -> FG-ARI (solid: decoder masks,
-dashed: slot attention) and mBO for every run.
+For each run (a log dir of ``python -m oc_perception.train``) prints, per validated step, the decoder-mask and
+slot-attention video FG-ARI and mBO, the first-frame-slot share (an object's later visible frames in the slot
+of its first visible frame, decoder masks) and the training speed (s/step, this process's mean at that step), as
+a Markdown table. ``--png`` draws step -> FG-ARI (solid: decoder masks, dashed: slot attention), mBO and the
+first-frame-slot share for every run. Every event file of a run is read, the last value written at a step
+winning: a resumed run's curve is whole.
 """
 
 from __future__ import annotations
@@ -13,25 +15,28 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 
 SERIES = {
     "decoder FG-ARI": "val/video_ari_fg",
     "attention FG-ARI": "val/grouping/video_ari_fg",
     "decoder mBO": "val/video_mbo_fg",
     "attention mBO": "val/grouping/video_mbo_fg",
+    "first-frame slot": "val/first_slot_share",
 }
 
 
 def read_run(log_dir: Path) -> dict[str, dict[int, float]]:
-    """{series: {step: value}} of one run (the last value logged at each step wins, as after a resume)."""
-    events = EventAccumulator(str(log_dir), size_guidance={"scalars": 0})
-    events.Reload()
-    tags = set(events.Tags()["scalars"])
+    """{series: {step: value}} of one run, from all its event files in the order they were written (the last
+    value at a step wins: a resumed run rewrites the steps after its checkpoint)."""
+    names = {tag: name for name, tag in {**SERIES, "steps/s": "train/steps_per_s"}.items()}
     out: dict[str, dict[int, float]] = {}
-    for name, tag in {**SERIES, "steps/s": "train/steps_per_s"}.items():
-        if tag in tags:
-            out[name] = {e.step: e.value for e in events.Scalars(tag)}
+    for path in sorted(log_dir.glob("events.out.tfevents.*"), key=lambda p: int(p.name.split(".")[3])):
+        for event in EventFileLoader(str(path)).Load():
+            for value in event.summary.value:
+                if value.tag in names:
+                    number = value.tensor.float_val[0] if value.HasField("tensor") else value.simple_value
+                    out.setdefault(names[value.tag], {})[event.step] = number
     return out
 
 
@@ -46,11 +51,11 @@ def main() -> None:
     ap.add_argument("runs", nargs="+", type=Path)
     ap.add_argument("--steps", nargs="*", type=int, default=None, help="rows to show (default: every validation)")
     ap.add_argument("--png", type=Path, default=None)
-    ap.add_argument("--title", default="validation video FG-ARI / mBO (held-out episodes)")
+    ap.add_argument("--title", default="validation video FG-ARI / mBO / identity (held-out episodes)")
     args = ap.parse_args()
     runs = {run.name: read_run(run) for run in args.runs}
-    print("| run | step | decoder FG-ARI | attention FG-ARI | decoder mBO | attention mBO | s/step |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("| run | step | " + " | ".join(SERIES) + " | s/step |")
+    print("|---|---:|" + "---:|" * (len(SERIES) + 1))
     for name, series in runs.items():
         steps = sorted(series.get("decoder FG-ARI", {}))
         for step in steps if args.steps is None else [s for s in steps if s in args.steps]:
@@ -64,16 +69,18 @@ def main() -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        fig, (ax_ari, ax_mbo) = plt.subplots(1, 2, figsize=(12, 4.5))
+        fig, (ax_ari, ax_mbo, ax_id) = plt.subplots(1, 3, figsize=(16, 4.5))
         for i, (name, series) in enumerate(runs.items()):
             color = f"C{i % 10}"
             for key, ax, style in (("decoder FG-ARI", ax_ari, "-"), ("attention FG-ARI", ax_ari, "--"),
-                                   ("decoder mBO", ax_mbo, "-"), ("attention mBO", ax_mbo, "--")):
+                                   ("decoder mBO", ax_mbo, "-"), ("attention mBO", ax_mbo, "--"),
+                                   ("first-frame slot", ax_id, "-")):
                 points = sorted(series.get(key, {}).items())
                 if points:
                     ax.plot(*zip(*points), style, color=color, marker=".",
                             label=name if style == "-" else None)
-        for ax, label in ((ax_ari, "video FG-ARI"), (ax_mbo, "video mBO")):
+        for ax, label in ((ax_ari, "video FG-ARI"), (ax_mbo, "video mBO"),
+                          (ax_id, "first-frame-slot share (decoder masks)")):
             ax.set_xlabel("training step")
             ax.set_ylabel(label)
             ax.set_ylim(0, 1)

@@ -34,7 +34,10 @@ def slot_identity_stats(masks: np.ndarray | torch.Tensor,
         slots once count 2. ``kept_fraction``: the fraction of objects visible in the episode that never switch
         (NaN without objects). ``frames_kept``: over every (object, frame it is visible in), the fraction in which
         its best-IoU slot is the slot it has most often in the episode (NaN without objects): how much of the
-        time an object is in "its" slot. ``objects``: how many objects were visible at some frame.
+        time an object is in "its" slot. ``first_slot_share``: over every (object, visible frame after its first
+        visible frame), the fraction in which its best-IoU slot is the slot of its first visible frame (NaN when
+        no object is visible twice): whether an object keeps the slot it was first given, the property a policy
+        reading slot k relies on. ``objects``: how many objects were visible at some frame.
         ``video_fg_ari``: FG-ARI over all frames (``oc_perception.metrics.video_ari``).
     """
     seg = torch.as_tensor(np.asarray(segmentation)).long()
@@ -67,11 +70,14 @@ def slot_identity_stats(masks: np.ndarray | torch.Tensor,
     switches = [int((seq[1:] != seq[:-1]).sum()) for seq in sequences]
     in_own_slot = sum(int((seq == seq.mode().values).sum()) for seq in sequences)
     visible_frames = sum(seq.numel() for seq in sequences)
+    in_first_slot = sum(int((seq[1:] == seq[0]).sum()) for seq in sequences)
+    later_frames = visible_frames - len(sequences)
     ari = video_ari(labels[None], seg[None])[0].item()
     return {
         "identity_switches": sum(switches),
         "kept_fraction": float(np.mean([s == 0 for s in switches])) if switches else float("nan"),
         "frames_kept": in_own_slot / visible_frames if visible_frames else float("nan"),
+        "first_slot_share": in_first_slot / later_frames if later_frames else float("nan"),
         "objects": len(switches),
         "video_fg_ari": ari,
     }
@@ -83,8 +89,7 @@ class SlotConsistency(gym.Wrapper[Any, Any, Any, Any], gym.utils.RecordConstruct
     Apply it outside ``SlotObservation(env, include_masks=True)`` (it reads ``obs["masks"]``) of an env that
     reports ``info["segmentation"]`` (int ``[H, W]``, 0 = background), and outside ``TimeLimit`` so truncated
     episodes report too: ``SlotConsistency(oc_perception.make(id, wrappers=[partial(SlotObservation,
-    include_masks=True)]))``. The value is ``{"identity_switches": int, "kept_fraction": float,
-    "objects": int, "video_fg_ari": float}``.
+    include_masks=True)]))``. The value is :func:`slot_identity_stats`'s dict.
     """
 
     def __init__(self, env: gym.Env) -> None:

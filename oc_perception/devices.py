@@ -56,3 +56,25 @@ def autocast(precision: str, device: torch.device) -> contextlib.AbstractContext
     if precision == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def keep_freed_memory() -> bool:
+    """Let glibc keep freed blocks for reuse instead of returning each large one to the OS.
+
+    By default glibc serves blocks over a (dynamic) threshold with mmap and unmaps them on free, so every
+    training step maps its activations afresh and the kernel zeroes each page on first touch: on a CPU that was
+    ~20 % of a step's time in system calls and page faults (``benchmarks/train_speed.py`` prints both). With
+    large mmap and trim thresholds the heap keeps those pages; the resident size stays at its peak instead.
+    Only for long-running loops (training); a no-op where the C library is not glibc. Returns whether it applied.
+    """
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3  # <malloc.h>
+    return all(mallopt(param, value) == 1 for param, value in (
+        (m_mmap_threshold, 1 << 30), (m_trim_threshold, (1 << 31) - 1), (m_top_pad, 1 << 28)))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -21,12 +22,14 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
+from einops import rearrange
 from tqdm import tqdm
 
 from oc_perception.checkpoint import CheckpointError, config_path, load_model
 from oc_perception.cli import run_or_exit
 from oc_perception.config import Config, ConfigError, load_config
-from oc_perception.devices import resolve_device
+from oc_perception.consistency import slot_identity_stats
+from oc_perception.devices import PRECISIONS, autocast, check_precision, resolve_device
 from oc_perception.data.datasets import build_dataloader
 from oc_perception.data.shards import EmptyDatasetError, ShardError
 from oc_perception.metrics import SegmentationMetrics, labels_to_onehot, masks_to_onehot
@@ -44,12 +47,14 @@ def evaluate(model: SlotContrast, loader: DataLoader, cfg: Config, device: torch
 
     Returns ``{"loss_*": ..., "<masks>/video_ari_fg": ..., ...}``: the losses of ``model.loss`` and, for each of
     ``masks`` ("decoder", "grouping"), the metrics of :class:`SegmentationMetrics` (``_fg`` names when label 0
-    is background, ``cfg.data.label_zero``). ``on_batch(batch, out)`` sees every batch (e.g. to log overlays).
+    is background, ``cfg.data.label_zero``) and ``<masks>/first_slot_share``, the mean over videos of
+    ``consistency.slot_identity_stats``' share of an object's later visible frames in its first frame's slot. ``on_batch(batch, out)`` sees every batch (e.g. to log overlays).
     """
     was_training = model.training
     model.eval()
     background = cfg.data.label_zero == "background"  # else 0 = unlabelled: no class, in no metric
     metrics = {name: SegmentationMetrics(ignore_background=background) for name in masks}
+    identity: dict[str, list[float]] = {name: [] for name in masks}
     losses: dict[str, float] = {}
     batches = scored = 0
     for batch in tqdm(loader, desc="validation", leave=False, disable=not sys.stderr.isatty()):
@@ -62,8 +67,11 @@ def evaluate(model: SlotContrast, loader: DataLoader, cfg: Config, device: torch
             labels = batch["segmentation"]
             truth = labels_to_onehot(labels, zero_is_unlabelled=not background)
             for name in masks:
-                metrics[name].update(masks_to_onehot(out[MASK_KEYS[name]].float().cpu(), labels.shape[-2:]),
-                                     truth)
+                soft = out[MASK_KEYS[name]].float().cpu()  # [B, T, K, h * w]
+                metrics[name].update(masks_to_onehot(soft, labels.shape[-2:]), truth)
+                soft = rearrange(soft, "b t k (h w) -> b t k h w", h=math.isqrt(soft.shape[-1]))
+                shares = [slot_identity_stats(m, lab)["first_slot_share"] for m, lab in zip(soft, labels)]
+                identity[name] += [x for x in shares if not math.isnan(x)]
             scored += 1
         batches += 1
         if on_batch is not None:
@@ -73,6 +81,8 @@ def evaluate(model: SlotContrast, loader: DataLoader, cfg: Config, device: torch
     for name in masks:
         if scored:
             results.update({f"{name}/{k}": v for k, v in metrics[name].compute().items()})
+        if identity[name]:
+            results[f"{name}/first_slot_share"] = float(np.mean(identity[name]))
     return results
 
 
@@ -116,6 +126,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--data-dir", default=None, help="folder the config's shard patterns are relative to")
     ap.add_argument("--masks", nargs="+", choices=list(MASK_KEYS), default=["decoder", "grouping"])
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--precision", choices=PRECISIONS, default=None,
+                    help="bf16: bfloat16 autocast (GPUs, CPUs with AMX/AVX512-BF16); default: the config's "
+                         "trainer.precision")
     ap.add_argument("--out", type=Path, default=None, help="also write the results as JSON")
     ap.add_argument("--overlays", type=Path, default=None,
                     help="also write a PNG of the first validation videos: frame | reconstruction | decoder "
@@ -125,6 +138,7 @@ def main(argv: list[str] | None = None) -> None:
     def run() -> dict[str, float]:
         cfg = load_config(config_path(args.config), args.overrides)
         device = resolve_device(args.device)
+        precision = check_precision(args.precision or cfg.trainer.precision, device)
         model = load_model(args.checkpoint, device)
         cfg.model = model.cfg  # videos are resized and normalised as the checkpoint was trained
         loader = build_dataloader(cfg, args.data_dir, "val")
@@ -134,7 +148,8 @@ def main(argv: list[str] | None = None) -> None:
             if args.overlays is not None and not sheets:
                 sheets.append(mask_sheet(model, batch, out, cfg))
 
-        results = evaluate(model, loader, cfg, device, tuple(args.masks), on_batch=keep_first)
+        results = evaluate(model, loader, cfg, device, tuple(args.masks), lambda: autocast(precision, device),
+                           on_batch=keep_first)
         if sheets:
             from oc_perception import io
 

@@ -39,7 +39,7 @@ from tqdm import tqdm
 from oc_perception import viz
 from oc_perception.checkpoint import load_model
 from oc_perception.io import MIN_VIDEO_SIDE, NpzStreamWriter, VideoReader, VideoWriter
-from oc_perception.devices import resolve_device
+from oc_perception.devices import PRECISIONS, Precision, autocast, check_precision, resolve_device
 from oc_perception.data.transforms import center_square_box
 from oc_perception.model.slotcontrast import SlotContrast, SlotState
 
@@ -80,8 +80,10 @@ def _forward_chunk(model: SlotContrast, frames: list[np.ndarray],
     return model(video, state)
 
 
-def run_inference(model: SlotContrast, frames: Iterable[np.ndarray], chunk: int = 16) -> Iterator[ChunkOutput]:
-    """Run the streaming model over uint8 RGB frames ``[H, W, 3]`` in chunks of ``chunk`` frames.
+def run_inference(model: SlotContrast, frames: Iterable[np.ndarray], chunk: int = 16,
+                  precision: Precision = "fp32") -> Iterator[ChunkOutput]:
+    """Run the streaming model over uint8 RGB frames ``[H, W, 3]`` in chunks of ``chunk`` frames, in
+    ``precision`` (``"bf16"``: bfloat16 autocast, :mod:`oc_perception.devices`).
 
     The recurrent state goes from one chunk to the next, so the slots equal those of one forward over the
     whole video (up to float rounding) while memory holds a single chunk. Yields one ``ChunkOutput`` per chunk.
@@ -90,7 +92,8 @@ def run_inference(model: SlotContrast, frames: Iterable[np.ndarray], chunk: int 
         raise ValueError(f"chunk must be >= 1, got {chunk}")
     state, start = None, 0
     for batch in _batches(frames, chunk):
-        out, state = _forward_chunk(model, batch, state)
+        with autocast(precision, model.device):
+            out, state = _forward_chunk(model, batch, state)
         slots, masks = out["slots"][0].float().cpu(), out["decoder_masks"][0].float().cpu()
         yield ChunkOutput(start, np.stack(batch), slots, masks)
         start += len(batch)
@@ -158,6 +161,7 @@ def infer_video(
     max_frames: int | None = None,
     fps: float | None = None,
     center_crop: bool = False,
+    precision: Precision = "fp32",
     progress: bool = True,
 ) -> dict[str, Any]:
     """Run a checkpoint (path, or a loaded ``SlotContrast``, moved to ``device``) over a video file and write
@@ -174,6 +178,7 @@ def infer_video(
         fps: frame rate of ``out`` (default: the input's).
         center_crop: use the centred square of each frame (the YT-VIS validation geometry: objects keep their
             aspect ratio) instead of the whole frame squeezed to a square (the default; everything stays in view).
+        precision: ``"fp32"`` or ``"bf16"`` (bfloat16 autocast; pays on GPUs and on CPUs with AMX/AVX512-BF16).
         progress: show a tqdm bar on stderr.
 
     Returns:
@@ -188,6 +193,7 @@ def infer_video(
     if fps is not None and not fps > 0:
         raise ValueError(f"fps must be > 0, got {fps} (leave it out to use the input's frame rate)")
     dev = resolve_device(device)
+    check_precision(precision, dev)
     with contextlib.ExitStack() as stack:
         reader = stack.enter_context(VideoReader(video, max_frames))
         # Outputs before the model: a bad output path fails before a slow checkpoint load.
@@ -203,7 +209,7 @@ def infer_video(
         bar = stack.enter_context(tqdm(total=reader.expected_frames, unit="frame", disable=not progress,
                                        desc=Path(video).name))
         start = time.perf_counter()
-        for result in run_inference(model, frames, chunk):
+        for result in run_inference(model, frames, chunk, precision):
             if writer is not None:
                 # Frame by frame: a whole chunk rendered at display size takes several times the model's memory.
                 for i in range(len(result.frames)):
@@ -236,6 +242,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--slots-out", help=".npz with slots [T, K, D] float32 and masks [T, K, h, w] float16")
     p.add_argument("--chunk", type=_positive_int, default=16, help="frames per forward (memory, not results)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                   help="bf16: bfloat16 autocast (GPUs, CPUs with AMX/AVX512-BF16); fp32 elsewhere")
     p.add_argument("--max-frames", type=_positive_int, help="stop after this many frames")
     p.add_argument("--fps", type=float, help="frame rate of --out (default: the input's)")
     p.add_argument("--center-crop", action="store_true",
@@ -252,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         summary = infer_video(args.checkpoint, args.video, args.out, args.slots_out, config=args.config,
                               chunk=args.chunk, device=args.device, max_frames=args.max_frames, fps=args.fps,
-                              center_crop=args.center_crop)
+                              center_crop=args.center_crop, precision=args.precision)
     except (OSError, ValueError) as e:  # missing files, VideoError, CheckpointError, ConfigError, bad values
         print("error: " + " ".join(str(e).split()), file=sys.stderr)
         return 2

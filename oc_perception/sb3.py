@@ -14,6 +14,7 @@ from gymnasium.vector import VectorEnv
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvObs, VecEnvStepReturn
 
+from oc_perception.devices import Precision
 from oc_perception.wrappers import (Checkpoint, MaskSource, SlotEncoder, SlotObs, check_frames, frames_from_observations,
                                     select_obs)
 
@@ -33,7 +34,7 @@ class VecSlotObservation(VecEnvWrapper):
     """
 
     def __init__(self, venv: VecEnv, checkpoint: Checkpoint = None, device: str | torch.device | None = None,
-                 include_masks: bool = False, dtype: torch.dtype | str | None = None, compile: bool = False,
+                 include_masks: bool = False, precision: Precision = "fp32", compile: bool = False,
                  mask_source: MaskSource = "decoder") -> None:
         if isinstance(venv, VectorEnv):
             raise TypeError("VecSlotObservation wraps a Stable-Baselines3 VecEnv; this is a gymnasium.vector env: "
@@ -46,7 +47,7 @@ class VecSlotObservation(VecEnvWrapper):
             warnings.warn("frames come from get_images(), which shows the reset frame after SB3's auto-reset: "
                           'infos[i]["terminal_observation"] will be None', stacklevel=2)
         spec = venv.get_attr("spec", indices=[0])[0]
-        self.encoder = SlotEncoder(checkpoint, device, include_masks, dtype, compile,
+        self.encoder = SlotEncoder(checkpoint, device, include_masks, precision, compile,
                                    env_id=spec.id if spec is not None else None, mask_source=mask_source)
         super().__init__(venv, observation_space=self.encoder.observation_space)
 

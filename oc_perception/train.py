@@ -34,7 +34,7 @@ from oc_perception.config import Config, ConfigError, canonical_config, load_con
 from oc_perception.data.clips import FeatureCache, ShardIndex
 from oc_perception.data.datasets import build_dataloader, video_transform
 from oc_perception.data.shards import EmptyDatasetError, ShardError, expand_shards
-from oc_perception.devices import autocast, check_precision, resolve_device
+from oc_perception.devices import autocast, check_precision, keep_freed_memory, resolve_device
 from oc_perception.evaluate import evaluate
 from oc_perception.model import SlotContrast
 from oc_perception.model.encoder import BackboneWeightsError
@@ -115,7 +115,8 @@ def validate(model: SlotContrast, loader: DataLoader, cfg: Config, device: torch
         if shown < cfg.trainer.overlay_videos:
             shown += log_overlays(writer, batch, out, cfg, step, cfg.trainer.overlay_videos - shown)
 
-    results = evaluate(model, loader, cfg, device, ("decoder", "grouping"), lambda: autocast(cfg.trainer.precision, device), overlays)
+    results = evaluate(model, loader, cfg, device, ("decoder", "grouping"),
+                       lambda: autocast(cfg.trainer.precision, device), overlays)
     return {f"val/{k.removeprefix('decoder/')}": v for k, v in results.items()}
 
 
@@ -147,6 +148,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--overwrite", action="store_true",
                     help="replace the run in --log-dir (its checkpoints and model) instead of refusing")
     args = ap.parse_intermixed_args(argv)  # overrides may come after the options
+    keep_freed_memory()
     run_or_exit(train, args, errors=USER_ERRORS)
 
 

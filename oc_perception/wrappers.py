@@ -25,7 +25,6 @@ the env made with ``render_mode="rgb_array"``. Any size works: ``model.preproces
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import sys
 import warnings
@@ -42,6 +41,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv, VectorWrapper
 from gymnasium.vector.utils import batch_space
 
 from oc_perception.checkpoint import DEFAULT_CHECKPOINTS, load_model
+from oc_perception.devices import Precision, autocast, check_precision
 from oc_perception.model.slotcontrast import SlotContrast, SlotState
 
 __all__ = [
@@ -126,24 +126,6 @@ def _registered_id(env: gym.Env) -> str | None:
     return None
 
 
-def resolve_dtype(dtype: torch.dtype | str | None, device: torch.device) -> torch.dtype | None:
-    """Autocast dtype (None = float32). Strings name torch dtypes (``"bfloat16"``) so specs stay JSON-friendly.
-
-    Reduced precision is a GPU option: on CPU the model runs in float32 (CPU autocast is slower than float32
-    on most CPUs), with a warning when a lower precision was asked for.
-    """
-    if isinstance(dtype, str):
-        name, dtype = dtype, getattr(torch, dtype, None)
-        if not isinstance(dtype, torch.dtype):
-            raise ValueError(f"dtype must be a torch dtype or its name (e.g. 'bfloat16'), got {name!r}")
-    if dtype is None or dtype == torch.float32:
-        return None
-    if device.type == "cpu":
-        warnings.warn(f"dtype={dtype} is a GPU option; on CPU the slot model runs in float32", stacklevel=4)
-        return None
-    return dtype
-
-
 class SlotEncoder:
     """A slot model with the recurrent state of ``N`` streams: frames in, slot observations out.
 
@@ -156,7 +138,8 @@ class SlotEncoder:
         include_masks: add the masks ``[K, g, g]``.
         mask_source: ``"decoder"`` (the decoder runs every step, at its resolution) or ``"attention"`` (the
             slot-attention masks of the step, on the patch grid: no decoder).
-        dtype: autocast dtype on GPU (``torch.bfloat16`` or ``"bfloat16"``); None or CPU: float32.
+        precision: ``"fp32"`` or ``"bf16"`` (bfloat16 autocast, on GPU or CPU: ``oc_perception.devices``; a
+            warning where the device only emulates bf16, which is slower than fp32).
         compile: run the model's ``step`` through ``torch.compile`` (compiles on the first frames).
         env_id: the env id that ``checkpoint=None`` looks up.
 
@@ -165,7 +148,7 @@ class SlotEncoder:
     """
 
     def __init__(self, checkpoint: Checkpoint = None, device: str | torch.device | None = None,
-                 include_masks: bool = False, dtype: torch.dtype | str | None = None, compile: bool = False,
+                 include_masks: bool = False, precision: Precision = "fp32", compile: bool = False,
                  env_id: str | None = None, mask_source: MaskSource = "decoder") -> None:
         if mask_source not in MASK_SOURCES:
             raise ValueError(f"mask_source must be one of {MASK_SOURCES}, got {mask_source!r}")
@@ -173,7 +156,7 @@ class SlotEncoder:
         self.device = self.model.device
         self.include_masks = include_masks
         self.mask_source = mask_source
-        self.dtype = resolve_dtype(dtype, self.device)
+        self.precision = check_precision(precision, self.device)
         self._step = torch.compile(self.model.step) if compile else self.model.step
         self._decode = include_masks and mask_source == "decoder"  # only decoder masks need the decoder
         self._mask_key, self._mask_side = (("decoder_masks", self.model.mask_side) if mask_source == "decoder"
@@ -196,9 +179,6 @@ class SlotEncoder:
         with torch.inference_mode():
             self._state = self.model.init_state(num_streams)
 
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        return torch.autocast(self.device.type, dtype=self.dtype) if self.dtype else contextlib.nullcontext()
-
     def encode(self, frames: np.ndarray, starts: np.ndarray | None = None, final_rows: np.ndarray | None = None,
                final_frames: np.ndarray | None = None) -> tuple[SlotObs, SlotObs | None]:
         """Advance every stream by one frame, in one batched forward pass.
@@ -220,7 +200,7 @@ class SlotEncoder:
         n = self.num_streams
         if frames.shape[0] != n:
             raise ValueError(f"got {frames.shape[0]} frames for {n} streams")
-        with torch.inference_mode(), self._autocast():
+        with torch.inference_mode(), autocast(self.precision, self.device):
             old = self._state
             state = old if starts is None else old.restart(starts)
             if final_rows is not None and len(final_rows):
@@ -281,7 +261,7 @@ class SlotObservation(gym.ObservationWrapper[SlotObs, Any, Any], gym.utils.Recor
         include_masks: add the masks: the decoder's (it then runs every step, which costs more than a small
             backbone on CPU), or with ``mask_source="attention"`` slot attention's (no extra cost).
         mask_source: ``"decoder"`` or ``"attention"`` (see the module docstring).
-        dtype: autocast dtype on GPU (``torch.bfloat16`` or ``"bfloat16"``); on CPU the model runs in float32.
+        precision: ``"fp32"`` or ``"bf16"`` (bfloat16 autocast, on GPU or CPU: ``oc_perception.devices``).
         compile: ``torch.compile`` the model's step.
 
     Raises:
@@ -289,13 +269,13 @@ class SlotObservation(gym.ObservationWrapper[SlotObs, Any, Any], gym.utils.Recor
     """
 
     def __init__(self, env: gym.Env, checkpoint: Checkpoint = None, device: str | torch.device | None = None,
-                 include_masks: bool = False, dtype: torch.dtype | str | None = None, compile: bool = False,
+                 include_masks: bool = False, precision: Precision = "fp32", compile: bool = False,
                  mask_source: MaskSource = "decoder") -> None:
-        _record_args(self, checkpoint, device=device, include_masks=include_masks, dtype=dtype, compile=compile,
+        _record_args(self, checkpoint, device=device, include_masks=include_masks, precision=precision, compile=compile,
                      mask_source=mask_source)
         gym.ObservationWrapper.__init__(self, env)
         self._frames_from_obs = frames_from_observations(env.observation_space, env.render_mode)
-        self.encoder = SlotEncoder(checkpoint, device, include_masks, dtype, compile, env_id=_registered_id(env),
+        self.encoder = SlotEncoder(checkpoint, device, include_masks, precision, compile, env_id=_registered_id(env),
                                    mask_source=mask_source)
         self.observation_space = self.encoder.observation_space
 
@@ -332,7 +312,7 @@ class VectorSlotObservation(VectorWrapper):
     """
 
     def __init__(self, env: VectorEnv, checkpoint: Checkpoint = None, device: str | torch.device | None = None,
-                 include_masks: bool = False, dtype: torch.dtype | str | None = None, compile: bool = False,
+                 include_masks: bool = False, precision: Precision = "fp32", compile: bool = False,
                  mask_source: MaskSource = "decoder") -> None:
         if _is_sb3_vec_env(env):
             raise TypeError("VectorSlotObservation wraps a gymnasium.vector env; this is a Stable-Baselines3 VecEnv: "
@@ -349,7 +329,7 @@ class VectorSlotObservation(VectorWrapper):
             warnings.warn("frames come from render(), which shows the reset frame after a same-step auto-reset: "
                           'infos["final_obs"] will hold None', stacklevel=2)
         spec = env.spec or env.get_attr("spec")[0]
-        self.encoder = SlotEncoder(checkpoint, device, include_masks, dtype, compile,
+        self.encoder = SlotEncoder(checkpoint, device, include_masks, precision, compile,
                                    env_id=spec.id if spec is not None else None, mask_source=mask_source)
         self.single_observation_space = self.encoder.observation_space
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)

@@ -230,13 +230,23 @@ def test_spec_rebuilds_and_make_renders_state_envs(ckpt):
     np.testing.assert_allclose(rebuilt.reset(seed=0)[0], obs, atol=1e-6)
 
 
-def test_model_instance_and_dtype_are_recorded(model):
-    with pytest.warns(UserWarning, match="float32"):  # bf16 is a GPU option
-        env = SlotObservation(gym.make(TEST_ID), checkpoint=model, dtype="bfloat16")
-        assert env.spec.additional_wrappers[-1].kwargs["checkpoint"] is model  # by reference, not a deep copy
-        rebuilt = gym.make(env.spec)
-    assert rebuilt.encoder.model is model
-    np.testing.assert_array_equal(rebuilt.reset(seed=3)[0], env.reset(seed=3)[0])
+@pytest.mark.filterwarnings("ignore:cpu has no native bfloat16")
+def test_model_instance_and_precision_are_recorded(model):
+    env = SlotObservation(gym.make(TEST_ID), checkpoint=model, precision="bf16")
+    kwargs = env.spec.additional_wrappers[-1].kwargs
+    assert kwargs["checkpoint"] is model and kwargs["precision"] == "bf16"  # the model by reference, not a copy
+    rebuilt = gym.make(env.spec)
+    assert rebuilt.encoder.model is model and rebuilt.encoder.precision == "bf16"
+    bf16 = env.reset(seed=3)[0]
+    np.testing.assert_array_equal(rebuilt.reset(seed=3)[0], bf16)
+    fp32 = SlotObservation(gym.make(TEST_ID), checkpoint=model).reset(seed=3)[0]
+    assert not np.array_equal(bf16, fp32)  # autocast ran
+    np.testing.assert_allclose(bf16, fp32, atol=0.05 * np.abs(fp32).max())
+
+
+def test_unknown_precision_is_refused(model):
+    with pytest.raises(ValueError, match="precision must be one of fp32, bf16"):
+        SlotObservation(gym.make(TEST_ID), checkpoint=model, precision="fp16")
 
 
 def test_default_checkpoint_from_entry_point_wrappers(ckpt, monkeypatch):
@@ -307,7 +317,7 @@ def test_compile_is_accepted(model, monkeypatch):
     if not torch.cuda.is_available():
         pytest.skip("compiling on CPU is slow; the compiled step runs in the GPU tests")
     env = SlotObservation(TinyImageEnv("rgb_array"), checkpoint=model, device="cuda", compile=True,
-                          dtype=torch.bfloat16)
+                          precision="bf16")
     assert env.observation_space.contains(env.reset(seed=0)[0])
 
 
@@ -434,13 +444,18 @@ def test_slot_identity_stats_synthetic():
     labels = np.zeros_like(seg)
     labels[:, :4, :4], labels[:, 4:, 4:] = 1, 2
     perfect = slot_identity_stats(labels, seg)
-    assert perfect == {"identity_switches": 0, "kept_fraction": 1.0, "frames_kept": 1.0, "objects": 2,
-                       "video_fg_ari": pytest.approx(1.0)}
+    assert perfect == {"identity_switches": 0, "kept_fraction": 1.0, "frames_kept": 1.0, "first_slot_share": 1.0,
+                       "objects": 2, "video_fg_ari": pytest.approx(1.0)}
     swapped = labels.copy()
     swapped[2:, :4, :4], swapped[2:, 4:, 4:] = 2, 1  # the objects swap slots at frame 2
     stats = slot_identity_stats(swapped, seg)
     assert stats["identity_switches"] == 2 and stats["kept_fraction"] == 0.0 and stats["video_fg_ari"] < 1
     assert stats["frames_kept"] == 0.5  # each object is in "its" slot in 2 of its 4 frames
+    assert stats["first_slot_share"] == 1 / 3  # ... and in its first frame's slot in 1 of its 3 later frames
+    handed_over = labels.copy()
+    handed_over[1:, :4, :4] = 0  # object 3 leaves its first slot after frame 0 and stays in the new one
+    stats = slot_identity_stats(handed_over, seg)
+    assert stats["frames_kept"] == 7 / 8 and stats["first_slot_share"] == 3 / 6  # only the second figure shows it
     once = labels.copy()
     once[3, :4, :4] = 0  # object 3 strays into the background's slot in the last frame only
     assert slot_identity_stats(once, seg)["frames_kept"] == 7 / 8
@@ -459,7 +474,8 @@ def test_slot_consistency_wrapper(model):
         _, _, terminated, truncated, info = env.step(0)
         ended = terminated or truncated
     stats = info["slot_consistency"]
-    assert set(stats) == {"identity_switches", "kept_fraction", "frames_kept", "objects", "video_fg_ari"}
+    assert set(stats) == {"identity_switches", "kept_fraction", "frames_kept", "first_slot_share", "objects",
+                          "video_fg_ari"}
     assert isinstance(stats["identity_switches"], int) and 0 <= stats["kept_fraction"] <= 1
     with pytest.raises(ValueError, match="include_masks=True"):
         SlotConsistency(SlotObservation(TinyImageEnv("rgb_array"), checkpoint=model))

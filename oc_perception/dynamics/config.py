@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from oc_perception.config import ConfigError, OptimConfig, load_config
 
@@ -45,6 +46,7 @@ class DynamicsTrainerConfig:
     max_steps: int = 20_000
     seed: int = 42
     device: str = "auto"
+    precision: Literal["fp32", "bf16"] = "fp32"  # "bf16": bfloat16 autocast (oc_perception.devices)
     log_every: int = 50
     val_every: int = 1000
     ckpt_every: int = 1000

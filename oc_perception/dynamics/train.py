@@ -32,12 +32,12 @@ from torch.utils.tensorboard import SummaryWriter
 
 from oc_perception.cli import run_or_exit
 from oc_perception.checkpoint import CheckpointError, config_path, load_training_state, save_step_checkpoint
-from oc_perception.config import ConfigError, to_dict
+from oc_perception.config import ConfigError, from_dict, to_dict
 from oc_perception.dynamics.config import DynamicsConfig, load_dynamics_config
 from oc_perception.dynamics.data import DataError, load_meta, load_split
 from oc_perception.dynamics.model import (SlotDynamics, repeat_last, rollout_dataset, save_dynamics,
                                           teacher_forcing_windows)
-from oc_perception.devices import resolve_device
+from oc_perception.devices import autocast, check_precision, keep_freed_memory, resolve_device
 from oc_perception.rundir import claim_log_dir
 from oc_perception.trainer import TrainLoop, adam_with_schedule, resolve_resume, restore, rng_states
 
@@ -92,12 +92,13 @@ def losses(model: SlotDynamics, clip: torch.Tensor, actions: torch.Tensor | None
 
 
 def validate(model: SlotDynamics, slots: torch.Tensor, actions: torch.Tensor | None,
-             cfg: DynamicsConfig) -> dict[str, float]:
+             cfg: DynamicsConfig, device: torch.device) -> dict[str, float]:
     """Slot MSE of the rollout from the first ``burn_in`` frames of each validation trajectory, per rollout step
-    and overall, beside the copy-last baseline."""
+    and overall, beside the copy-last baseline; in the training's precision."""
     model.eval()
     d = cfg.data
-    predicted = rollout_dataset(model, slots, actions, d.burn_in, d.rollout, d.batch_size)
+    with autocast(cfg.trainer.precision, device):
+        predicted = rollout_dataset(model, slots, actions, d.burn_in, d.rollout, d.batch_size).float()
     true = slots[:, d.burn_in: d.burn_in + d.rollout]
     per_step = ((predicted - true) ** 2).mean(dim=(0, 2, 3))
     copy_last = ((repeat_last(slots[:, : d.burn_in], d.rollout) - true) ** 2).mean(dim=(0, 2, 3))
@@ -116,11 +117,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--continue", dest="resume", default=None, help="log dir or checkpoint to resume from")
     ap.add_argument("--overwrite", action="store_true", help="replace the run in --log-dir instead of refusing")
     args = ap.parse_intermixed_args(argv)  # overrides may come after the options
+    keep_freed_memory()
     run_or_exit(train, args, errors=USER_ERRORS)
 
 
 def comparable(cfg_dict: dict) -> str:
-    """The config as compared on resume: the data may have moved, so ``data.dir`` does not count."""
+    """The config as compared on resume, keys added since at their defaults: the data may have moved, so
+    ``data.dir`` does not count."""
+    cfg_dict = to_dict(from_dict(DynamicsConfig, cfg_dict))
     return json.dumps({**cfg_dict, "data": {**cfg_dict["data"], "dir": None}}, sort_keys=True)
 
 
@@ -147,6 +151,7 @@ def train(args: argparse.Namespace) -> Path:
     log_dir = Path(args.log_dir or (resume_path.parent.parent if resume_path else
                                     Path("runs") / f"dynamics_{config_file.stem}"))
     device = resolve_device(cfg.trainer.device)
+    check_precision(cfg.trainer.precision, device)
 
     # ---------------------------------------------------------------- model, optimiser, schedule, resume
     torch.manual_seed(cfg.trainer.seed)
@@ -167,11 +172,12 @@ def train(args: argparse.Namespace) -> Path:
         def compute_losses(step: int) -> dict[str, torch.Tensor]:
             rng = np.random.default_rng([cfg.trainer.seed, step])  # clips depend on the step only: exact resume
             clip, actions = sample_clips(train_slots, train_actions, length, cfg.data.batch_size, rng)
-            return losses(model, clip.to(device), None if actions is None else actions.to(device), cfg)
+            with autocast(cfg.trainer.precision, device):
+                return losses(model, clip.to(device), None if actions is None else actions.to(device), cfg)
 
         TrainLoop(params, optim, sched, cfg.trainer, cfg.optim.grad_clip, writer).run(
             step, compute_losses,
-            validate=lambda s: validate(model, val_slots, val_actions, cfg),
+            validate=lambda s: validate(model, val_slots, val_actions, cfg, device),
             save=lambda s: save_training_checkpoint(log_dir, model, optim, sched, s, cfg, meta),
             describe=lambda r: f"val mse {r['val/mse']:.4g} (copy-last {r['val/copy_last_mse']:.4g})",
             rng_state=None if state is None else state["rng"])
