@@ -54,6 +54,11 @@ class EncoderConfig:
 class SlotAttentionConfig:
     iters_first: int = 3  # iterations on the first frame, from the learned initial slots
     iters: int = 2  # iterations on later frames, from the predicted slots
+    # Passes over an episode's first frame: each pass after the first starts from the predictor's output of the
+    # previous one and runs ``iters`` iterations, as if the frame were seen again. The slots then settle before
+    # the first real hand-over to the predictor, where most objects that change slot did (docs/checkpoints.md).
+    # 1 = the paper.
+    first_frame_passes: int = 1
     mlp_hidden_mult: int = 4
     eps: float = 1e-8
     # Invariant Slot Attention (Biza et al., 2023): slots carry a position and scale, keys/values and the
@@ -310,6 +315,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 POSITIVE = (
     "model.num_slots", "model.slot_dim", "model.encoder.input_size", "model.encoder.patch_size",
     "model.encoder.feature_dim", "model.slot_attention.iters_first", "model.slot_attention.iters",
+    "model.slot_attention.first_frame_passes",
     "model.predictor.num_heads", "model.loss.temperature", "model.loss.foreground_weight",
     "model.decoder.broadcast_size", "data.chunk_size", "data.batch_size", "data.val_batch_size", "optim.lr",
     "optim.grad_clip", "trainer.max_steps", "trainer.stop_at", "trainer.log_every", "trainer.val_every", "trainer.ckpt_every",

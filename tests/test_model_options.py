@@ -24,6 +24,9 @@ VARIANTS = {
     "relative_broadcast": ["model.initializer=random", "model.slot_attention.relative=true",
                            "model.decoder.kind=broadcast", "model.decoder.broadcast_size=4",
                            "model.decoder.conv_channels=[8, 8]"],
+    "first_frame_passes": ["model.initializer=random", "model.slot_attention.first_frame_passes=3"],
+    "relative_first_frame_passes": ["model.initializer=random", "model.slot_attention.relative=true",
+                                    "model.slot_attention.first_frame_passes=2"],
 }
 
 
@@ -42,6 +45,21 @@ def random_video(model: SlotContrast, b: int = 3, t: int = 4, seed: int = 1) -> 
 @pytest.fixture(scope="module", params=list(VARIANTS))
 def variant(request) -> SlotContrast:
     return make_model(VARIANTS[request.param])
+
+
+@pytest.mark.parametrize("relative", [False, True])
+def test_first_frame_passes_show_the_first_frame_again(relative):
+    """``first_frame_passes=3`` gives the slots that the first frame shown 3 times in a row gives a model with one
+    pass: the extra passes are the recurrence on the same frame."""
+    extra = ["model.initializer=random"] + (["model.slot_attention.relative=true"] if relative else [])
+    once, passes = make_model(extra), make_model(extra + ["model.slot_attention.first_frame_passes=3"])
+    video = random_video(once)
+    with torch.no_grad():
+        repeated, _ = once(torch.cat([video[:, :1], video[:, :1], video], dim=1))
+        settled, _ = passes(video)
+    for key in ("slots", "grouping_masks", "decoder_masks"):
+        torch.testing.assert_close(settled[key], repeated[key][:, 2:], atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(settled["slots"], once(video)[0]["slots"], atol=1e-3)  # the passes changed them
 
 
 def test_streaming_with_restarts_equals_clip_forward(variant):

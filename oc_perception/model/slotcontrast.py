@@ -290,6 +290,15 @@ class SlotContrast(nn.Module):
         return SlotState(slots.detach(), torch.ones(batch_size, dtype=torch.bool, device=slots.device),
                          None if positions is None else positions.detach())
 
+    def _attend(self, init: torch.Tensor, init_pos: torch.Tensor | None, inputs: torch.Tensor,
+                iters: int | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """Slot attention from ``init`` [B, K, D] (positions [B, K, 4] with ``relative``) over inputs [B, P, D]:
+        (slots, positions or None, attention masks [B, K, P])."""
+        if self.cfg.slot_attention.relative:
+            return self.slot_attention(init, init_pos, inputs, iters)
+        slots, attn = self.slot_attention(init, inputs, iters)
+        return slots, None, attn
+
     def _frame_update(self, inputs: torch.Tensor, state: SlotState) -> tuple[dict[str, torch.Tensor], SlotState]:
         """One frame of the recurrence. inputs [B, P, D] (after the feature MLP)."""
         sa = self.cfg.slot_attention
@@ -305,13 +314,14 @@ class SlotContrast(nn.Module):
             init = torch.where(rows, start, state.slots)
             init_pos = None if start_pos is None else torch.where(rows, start_pos, state.positions)
             iters = torch.where(first, sa.iters_first, sa.iters)
-        out: dict[str, torch.Tensor] = {}
-        if sa.relative:
-            slots, positions, attn = self.slot_attention(init, init_pos, inputs, iters)
-            out["positions"] = positions
-        else:
-            slots, attn = self.slot_attention(init, inputs, iters)
-            positions = None
+        slots, positions, attn = self._attend(init, init_pos, inputs, iters)
+        if sa.first_frame_passes > 1 and bool(first.any()):
+            rows = first.view(-1, 1, 1)
+            for _ in range(sa.first_frame_passes - 1):
+                again, again_pos, again_attn = self._attend(self.predictor(slots), positions, inputs, sa.iters)
+                slots, attn = torch.where(rows, again, slots), torch.where(rows, again_attn, attn)
+                positions = None if positions is None else torch.where(rows, again_pos, positions)
+        out: dict[str, torch.Tensor] = {} if positions is None else {"positions": positions}
         predicted = self.predictor(slots)
         out.update(slots=slots, slots_predicted=predicted, grouping_masks=attn)
         return out, SlotState(predicted, torch.zeros_like(first), positions)
