@@ -1,7 +1,7 @@
 """Does a visible object keep its slot over an episode? Kept fraction, identity switches and video FG-ARI.
 
     python benchmarks/slot_consistency.py [--checkpoint PATH] [--envs oc/ShapesPush-v0 ...] [--episodes 20]
-        [--steps 40]
+        [--steps 40] [--first-frame-passes N]
 
 Plays ``--episodes`` episodes of ``--steps`` steps per env with the exploration policy that made the training
 data (objects move and collide), through ``SlotObservation(include_masks=True)`` and ``SlotConsistency``.
@@ -22,13 +22,18 @@ from tqdm import tqdm
 
 import envs  # noqa: F401  (registers the oc/ ids)
 from envs.policies import ExplorationPolicy
+from oc_perception.checkpoint import load_model
 from oc_perception.consistency import SlotConsistency
 from oc_perception.wrappers import SlotObservation, make
 
 
-def measure(env_id: str, checkpoint: str | None, episodes: int, steps: int, seed: int) -> dict[str, float]:
-    env = SlotConsistency(make(env_id, wrappers=[partial(SlotObservation, checkpoint=checkpoint,
-                                                        include_masks=True)], max_episode_steps=steps))
+def measure(env_id: str, checkpoint: str | None, episodes: int, steps: int, seed: int,
+            first_frame_passes: int | None = None) -> dict[str, float]:
+    model = load_model(checkpoint, env_id=env_id)
+    if first_frame_passes is not None:
+        model.cfg.slot_attention.first_frame_passes = first_frame_passes
+    env = SlotConsistency(make(env_id, wrappers=[partial(SlotObservation, checkpoint=model, include_masks=True)],
+                               max_episode_steps=steps))
     policy = ExplorationPolicy(env, seed=seed)
     kept, objects, switches, aris, lengths, frames_kept, first_slot = 0.0, 0, 0, [], [], [], []
     for episode in tqdm(range(episodes), desc=env_id, leave=False):
@@ -63,13 +68,16 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=20)
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--seed", type=int, default=10_000)
+    parser.add_argument("--first-frame-passes", type=int, default=None,
+                        help="passes over each episode's first frame (default: the checkpoint's)")
     args = parser.parse_args()
     print(f"{args.episodes} episodes of up to {args.steps} steps per env, exploration policy, seeds from "
-          f"{args.seed}; checkpoint: {args.checkpoint or 'bundled default'}")
+          f"{args.seed}; checkpoint: {args.checkpoint or 'bundled default'}; first-frame passes: "
+          f"{args.first_frame_passes or 'the checkpoint' + chr(39) + 's'}")
     print(f"{'env':<24} {'kept':>6} {'frames kept':>12} {'first slot':>11} {'switches/ep':>12} {'video FG-ARI':>13} "
           f"{'mean length':>12}")
     for env_id in args.envs:
-        r = measure(env_id, args.checkpoint, args.episodes, args.steps, args.seed)
+        r = measure(env_id, args.checkpoint, args.episodes, args.steps, args.seed, args.first_frame_passes)
         print(f"{env_id:<24} {r['kept']:6.3f} {r['frames_kept']:12.3f} {r['first_slot']:11.3f} "
               f"{r['switches_per_episode']:12.2f} {r['video_fg_ari']:13.3f} {r['mean_length']:12.1f}")
 

@@ -129,6 +129,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--precision", choices=PRECISIONS, default=None,
                     help="bf16: bfloat16 autocast (GPUs, CPUs with AMX/AVX512-BF16); default: the config's "
                          "trainer.precision")
+    ap.add_argument("--first-frame-passes", type=int, default=None,
+                    help="passes over each video's first frame (model.slot_attention.first_frame_passes; default: "
+                         "the checkpoint's)")
     ap.add_argument("--out", type=Path, default=None, help="also write the results as JSON")
     ap.add_argument("--overlays", type=Path, default=None,
                     help="also write a PNG of the first validation videos: frame | reconstruction | decoder "
@@ -140,6 +143,10 @@ def main(argv: list[str] | None = None) -> None:
         device = resolve_device(args.device)
         precision = check_precision(args.precision or cfg.trainer.precision, device)
         model = load_model(args.checkpoint, device)
+        if args.first_frame_passes is not None:  # an inference setting: the weights do not depend on it
+            if args.first_frame_passes < 1:
+                raise ConfigError(f"--first-frame-passes must be >= 1, got {args.first_frame_passes}")
+            model.cfg.slot_attention.first_frame_passes = args.first_frame_passes
         cfg.model = model.cfg  # videos are resized and normalised as the checkpoint was trained
         loader = build_dataloader(cfg, args.data_dir, "val")
         sheets = []
