@@ -1,10 +1,14 @@
-"""What our command-line entry points share."""
+"""What our command-line entry points share: one line instead of a traceback for the user's errors, and YAML
+arguments read by the one YAML loader."""
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Callable
 from typing import Any
+
+from oc_perception.config import ConfigError, load_yaml, show
 
 
 def run_or_exit(fn: Callable[..., Any], *args: Any, errors: tuple[type[BaseException], ...]) -> Any:
@@ -15,3 +19,14 @@ def run_or_exit(fn: Callable[..., Any], *args: Any, errors: tuple[type[BaseExcep
     except errors as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+
+
+def yaml_mapping(text: str) -> dict[str, Any]:
+    """An argparse ``type``: a YAML mapping of names to values such as ``'{num_objects: 6}'``."""
+    try:
+        value = load_yaml(text, repr(text))
+    except ConfigError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a YAML mapping such as '{{num_objects: 6}}', got {show(value)}")
+    return value

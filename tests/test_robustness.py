@@ -335,3 +335,42 @@ def test_our_checkpoint_with_another_config_is_named_before_any_build(tmp_path, 
     with pytest.raises(CheckpointError, match="encoder.backbone: checkpoint 'cnn' vs config "
                                               "'vit_small_patch14_dinov2'.*leave out --config"):
         load_checkpoint(path, cfg=load_config("configs/pretrain/movi_c.yml").model)
+# ------------------------------------------------------------------------------------------------- YAML
+def test_keys_given_twice_are_refused_in_every_config(tmp_path):
+    from agents.config import load_agent_config
+    from oc_perception.dynamics.config import load_dynamics_config
+
+    cases = [
+        (load_config, "optim:\n  lr: 1.0e-3\ntrainer:\n  seed: 3\noptim:\n  warmup_steps: 10\n", "key 'optim'", 5),
+        (load_config, "model:\n  loss:\n    ss_weight: 1.0\n    ss_weight: 0.5\n", "key 'ss_weight'", 4),
+        (load_agent_config, "env_id: oc/ShapesPush-v0\nppo:\n  lr: 1.0e-4\nppo:\n  n_steps: 64\n", "key 'ppo'", 4),
+        (load_dynamics_config, "data:\n  burn_in: 4\n  burn_in: 6\n", "key 'burn_in'", 3),
+    ]
+    for load, text, key, line in cases:
+        path = tmp_path / "twice.yml"
+        path.write_text(text)
+        with pytest.raises(ConfigError, match=f"twice.yml at line {line}, column \\d+: {key} is given twice"):
+            load(path)
+    with pytest.raises(ConfigError, match="override 'model.loss' at line 1, column \\d+: key 'ss_weight' is given"):
+        load_config(None, ["model.loss={ss_weight: 1, ss_weight: 2}"])
+    # A merge key ("<<: *base") brings keys in for the mapping to override: that is not a key given twice.
+    (tmp_path / "merge.yml").write_text("optim:\n  <<: {lr: 1.0e-3, eps: 1.0e-6}\n  lr: 2.0e-3\n")
+    assert load_config(tmp_path / "merge.yml").optim.lr == 2.0e-3
+
+
+def test_alias_bombs_are_refused_and_values_are_never_printed_whole(tmp_path):
+    # 9 levels of 9 references under a key we read: ~300 bytes that expand to 9 ** 9 values.
+    levels = ["&a [x, x, x, x, x, x, x, x, x]"] + [f"&{name} [{', '.join([f'*{prev}'] * 9)}]"
+                                                   for prev, name in zip("abcdefgh", "bcdefghi")]
+    bomb = tmp_path / "bomb.yml"
+    bomb.write_text(f"model:\n  num_slots: [{', '.join(levels)}]\n")
+    start = time.perf_counter()
+    with pytest.raises(ConfigError, match="aliases expand to more than 10,000 values") as e:
+        load_config(bomb)
+    assert len(str(e.value)) < 300 and time.perf_counter() - start < 5
+    long_list = "[" + ", ".join(["7"] * 5000) + "]"
+    with pytest.raises(ConfigError, match="model.num_slots: expected int") as e:
+        load_config(None, [f"model.num_slots={long_list}"])
+    assert len(str(e.value)) < 200
+
+
