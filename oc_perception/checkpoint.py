@@ -207,7 +207,10 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu",
         # The weights come from the file: do not fetch (possibly unreachable) pretrained ones first.
         cfg = model_config_from_dict({**to_dict(cfg), "encoder": {**to_dict(cfg.encoder), "pretrained": False,
                                                                   "weights": None}})
-    model = SlotContrast(cfg)
+    try:
+        model = SlotContrast(cfg)
+    except ValueError as e:  # a stored config that builds no model (e.g. a backbone this timm does not know)
+        raise CheckpointError(f"{path}: its stored model config cannot be built ({e})") from e
     _load_into(model, state, str(path), allow_missing_backbone=True)
     return model.to(device).eval()
 

@@ -410,6 +410,8 @@ POSITIVE = (
 NON_NEGATIVE = ("optim.warmup_steps", "optim.weight_decay", "optim.eps", "model.loss.featrec_weight",
                 "model.loss.ss_weight", "model.loss.segmentation_weight", "model.loss.background_weight", "model.loss.segmentation_area_exponent",
                 "data.num_workers")
+# Upper bounds of sizes the model allocates by (a typo such as num_slots=1000000000 would exhaust memory).
+AT_MOST = {"model.num_slots": 1024, "model.slot_dim": 8192, "model.encoder.input_size": 8192}
 
 
 def _get(cfg: Any, dotted: str) -> tuple[bool, Any]:
@@ -432,6 +434,18 @@ def check_values(cfg: Any) -> None:
         if bad:
             need = "a positive" if name in POSITIVE else "a non-negative"
             raise ConfigError(f"{name}={value!r}: must be {need} {'number' if isinstance(value, float) else 'integer'}")
+    for name, most in AT_MOST.items():
+        found, value = _get(cfg, name)
+        if found and value is not None and value > most:
+            raise ConfigError(f"{name}={value}: must be at most {most}")
+    for name in ("model.mean", "model.std"):
+        found, value = _get(cfg, name)
+        if not found:
+            continue
+        if len(value) != 3 or not all(math.isfinite(v) for v in value):
+            raise ConfigError(f"{name}={show(value)}: must be 3 finite numbers, one per RGB channel")
+        if name == "model.std" and min(value) <= 0:
+            raise ConfigError(f"{name}={show(value)}: must be positive (frames are divided by it)")
 
 
 # Options that were tried and removed (docs/checkpoints.md has what they measured), with the value that
@@ -469,4 +483,9 @@ def canonical_config(data: dict[str, Any], schema: type = None) -> dict[str, Any
 
 
 def model_config_from_dict(data: dict[str, Any]) -> ModelConfig:
-    return from_dict(ModelConfig, upgrade_model_dict(data), "model")
+    """A stored model config (checkpoint metadata, training state) -> ``ModelConfig``, values checked as on load."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"a model config must be a mapping of names to values, got {show(data)}")
+    cfg = from_dict(ModelConfig, upgrade_model_dict(data), "model")
+    check_values(Config(model=cfg))
+    return cfg

@@ -374,3 +374,28 @@ def test_alias_bombs_are_refused_and_values_are_never_printed_whole(tmp_path):
     assert len(str(e.value)) < 200
 
 
+def test_values_the_model_cannot_take_are_refused(tmp_path, monkeypatch):
+    import json
+
+    from safetensors.torch import save_file
+
+    for override, message in (("model.num_slots=1000000000", "model.num_slots=1000000000: must be at most 1024"),
+                              ("model.mean=[0.5, 0.5]", "model.mean=[0.5, 0.5]: must be 3 finite numbers"),
+                              ("model.std=[0, 0, 0]", "model.std=[0.0, 0.0, 0.0]: must be positive")):
+        with pytest.raises(ConfigError, match=message.replace("[", "\\[").replace("]", "\\]")):
+            load_config(None, [override])
+    good = save_checkpoint(tiny_model(), tmp_path / "good.safetensors")
+    with safe_open(str(good), framework="pt") as f:
+        meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    stored = json.loads(meta["config"])
+    for config, message in ((["not", "a", "mapping"], "must be a mapping of names to values, got ['not', 'a'"),
+                            ({**stored, "num_slots": 10**9}, "model.num_slots=1000000000: must be at most 1024")):
+        save_file(tensors, tmp_path / "bad.safetensors", metadata={**meta, "config": json.dumps(config)})
+        with pytest.raises(CheckpointError, match="the stored model config is unreadable") as e:
+            load_checkpoint(tmp_path / "bad.safetensors")
+        assert message in str(e.value)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ValueError, match="unknown backbone 'vit_small_patch14_dinov3x': timm has no model"):
+        ViTEncoder("vit_small_patch14_dinov3x", pretrained=True)
+
+
