@@ -23,7 +23,7 @@ from oc_perception import SlotContrast, io
 from oc_perception.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from oc_perception.config import ConfigError, load_config
 from oc_perception.data.shards import write_shards
-from oc_perception.inference import check_output_paths, display_size, infer_video
+from oc_perception.inference import display_size, infer_video
 from oc_perception.io import VideoReader
 from oc_perception.model.encoder import BackboneWeightsError, ViTEncoder
 from oc_perception.rundir import LOCK_NAME, LogDirBusy, claim_log_dir
@@ -210,11 +210,13 @@ def test_vector_wrappers_name_the_right_class():
 
 # ------------------------------------------------------------------------------------------------- videos
 def test_inference_outputs_never_replace_inputs_or_each_other(tmp_path):
+    from oc_perception.io import OutputPathError, check_outputs
+
     video = tmp_path / "in.mp4"
-    with pytest.raises(ValueError, match="is the input video"):
-        check_output_paths(video, video, None)
-    with pytest.raises(ValueError, match="--out and --slots-out are the same file"):
-        check_output_paths(video, tmp_path / "x.npz", tmp_path / "x.npz")
+    with pytest.raises(OutputPathError, match="is an input \\(--video"):
+        check_outputs({"--out": video}, {"--video": video})
+    with pytest.raises(OutputPathError, match="--out and --slots-out are the same file"):
+        check_outputs({"--out": tmp_path / "x.npz", "--slots-out": tmp_path / "x.npz"}, {"--video": video})
     with pytest.raises(ValueError, match="fps must be > 0"):
         infer_video(tiny_model(), tmp_path / "missing.mp4", fps=0)
 
@@ -335,6 +337,29 @@ def test_our_checkpoint_with_another_config_is_named_before_any_build(tmp_path, 
     with pytest.raises(CheckpointError, match="encoder.backbone: checkpoint 'cnn' vs config "
                                               "'vit_small_patch14_dinov2'.*leave out --config"):
         load_checkpoint(path, cfg=load_config("configs/pretrain/movi_c.yml").model)
+# ------------------------------------------------------------------------------------------------- outputs over inputs
+def test_no_output_is_written_over_an_input(data_dir, tmp_path, capsys):
+    from oc_perception.evaluate import main as evaluate_main
+    from oc_perception.inference import main as infer_main
+
+    model = save_checkpoint(tiny_model(), tmp_path / "model.safetensors")
+    before = model.read_bytes()
+    video = io.write_video(tmp_path / "clip.mp4", np.zeros((2, 32, 32, 3), np.uint8), fps=5, scale=1)
+    os.link(model, tmp_path / "hard_link.npz")
+    for flag, target in (("--slots-out", model), ("--slots-out", tmp_path / "hard_link.npz"), ("--out", model)):
+        line = one_line_error(capsys, infer_main, ["--checkpoint", str(model), "--video", str(video), flag,
+                                                   str(target)])
+        assert f"{flag} {target} is an input (--checkpoint {model})" in line
+    argv = ["configs/pretrain/shapes_stage1.yml", "data.val_shards=sq/sq-validation-*.tar", "--checkpoint", str(model),
+            "--data-dir", str(data_dir), "--device", "cpu"]
+    for flag in ("--out", "--overlays"):
+        line = one_line_error(capsys, evaluate_main, [*argv, flag, str(model)])
+        assert f"{flag} {model} is an input (--checkpoint {model})" in line
+    shard = sorted((data_dir / "sq").glob("sq-validation-*.tar"))[0]
+    assert "is an input (validation shards" in one_line_error(capsys, evaluate_main, [*argv, "--out", str(shard)])
+    assert model.read_bytes() == before and not list(tmp_path.glob(".*"))
+
+
 # ------------------------------------------------------------------------------------------------- YAML
 def test_keys_given_twice_are_refused_in_every_config(tmp_path):
     from agents.config import load_agent_config
@@ -372,6 +397,63 @@ def test_alias_bombs_are_refused_and_values_are_never_printed_whole(tmp_path):
     with pytest.raises(ConfigError, match="model.num_slots: expected int") as e:
         load_config(None, [f"model.num_slots={long_list}"])
     assert len(str(e.value)) < 200
+
+
+def test_sigterm_or_a_full_disk_in_inference_leave_no_partial_file(tmp_path, capsys, monkeypatch):
+    import errno
+    import signal
+
+    from oc_perception import inference
+
+    checkpoint = save_checkpoint(tiny_model(), tmp_path / "model.safetensors")
+    video = io.write_video(tmp_path / "clip.mp4", np.zeros((6, 32, 32, 3), np.uint8), fps=5, scale=1)
+    out = tmp_path / "out"
+    argv = ["--checkpoint", str(checkpoint), "--video", str(video), "--chunk", "2", "--out", str(out / "s.mp4"),
+            "--slots-out", str(out / "s.npz")]
+    run_inference = inference.run_inference
+
+    def terminated_after_one_chunk(*args):
+        for i, chunk in enumerate(run_inference(*args)):
+            yield chunk
+            if i == 0:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    def unhandled(signum, frame):  # without a handler of the command's own, SIGTERM would end pytest itself
+        raise RuntimeError("SIGTERM reached the test's own handler")
+
+    monkeypatch.setattr(inference, "run_inference", terminated_after_one_chunk)
+    previous = signal.signal(signal.SIGTERM, unhandled)
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            inference.main(argv)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert exit_info.value.code == 130 and line.startswith("interrupted: stopped before the end; files that were")
+    assert not list(out.iterdir())
+    monkeypatch.undo()
+
+    class FullDisk:
+        def __init__(self, container):
+            self.container = container
+
+        def mux(self, packets):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        def close(self):  # flushing on close fails again
+            self.container.close()
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    open_video = io.VideoWriter._open
+
+    def open_on_a_full_disk(self, size):
+        open_video(self, size)
+        self._container = FullDisk(self._container)
+
+    monkeypatch.setattr(io.VideoWriter, "_open", open_on_a_full_disk)
+    line = one_line_error(capsys, inference.main, argv)
+    assert line.startswith(f"error: cannot write {out / 's.mp4'}: the disk holding {out} is full")
+    assert not list(out.iterdir())
 
 
 def test_values_the_model_cannot_take_are_refused(tmp_path, monkeypatch):
