@@ -173,9 +173,20 @@ def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def load_weights(model: SlotContrast, path: str | Path) -> None:
-    """Copy the weights of our checkpoint ``path`` into ``model`` (same shapes; one error lists what does not
-    fit). The model keeps its own config: fine-tuning with other losses or schedules."""
-    state, _ = read_checkpoint(path)
+    """Copy the weights of ``path``, our model file (``.safetensors``) or a pretraining checkpoint (``step_*.pt``,
+    its model weights), into ``model`` (same shapes; one error lists what does not fit). The model keeps its own
+    config: fine-tuning with other losses or schedules."""
+    path = Path(path)
+    if path.is_file() and checkpoint_kind(path) == "torch":
+        payload = load_training_state(path)
+        kind = training_state_kind(payload)
+        if kind != "pretraining":
+            what = "a slot dynamics training checkpoint" if kind == "dynamics" else "not a checkpoint of ours"
+            raise CheckpointError(f"{path} is {what}: pass a perception model (model.safetensors) or a pretraining "
+                                  "checkpoint (checkpoints/step_*.pt)")
+        state = payload["model"]
+    else:
+        state, _ = read_checkpoint(path)
     _load_into(model, {k: v.to(next(iter(model.state_dict().values())).device) for k, v in state.items()},
                str(path), allow_missing_backbone=True)
 
@@ -350,8 +361,25 @@ def load_training_state(path: str | Path) -> dict[str, Any]:
                               "checkpoints/step_*.pt or start a fresh run") from e
 
 
+TRAINING_STATE_KEYS = ("model", "optimizer", "config")  # what tells a training state from other torch files
+
+
+def training_state_kind(payload: Any) -> str | None:
+    """"pretraining" or "dynamics" for a training state that ``load_training_state`` read, else None. Only the
+    dynamics config has a top-level ``loss`` section."""
+    if not isinstance(payload, Mapping) or not all(k in payload for k in TRAINING_STATE_KEYS):
+        return None
+    try:
+        config = json.loads(payload["config"])
+    except (TypeError, json.JSONDecodeError):
+        return None
+    if not isinstance(config, dict):
+        return None
+    return "dynamics" if "loss" in config else "pretraining"
+
+
 # ---------------------------------------------------------------------------------------------- one loader
-def _checkpoint_kind(path: Path) -> str | None:
+def checkpoint_kind(path: Path) -> str | None:
     """"safetensors", "torch" (zip or pickle, as ``torch.save`` writes) or None, from the first bytes."""
     with path.open("rb") as f:
         head = f.read(9)
@@ -391,7 +419,7 @@ def load_model(checkpoint: "str | os.PathLike | SlotContrast | None", device: st
                                 "holds model.safetensors)")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    kind = _checkpoint_kind(path)
+    kind = checkpoint_kind(path)
     if kind is None:
         raise CheckpointError(f"{path}: unknown checkpoint type; expected an oc-perception .safetensors "
                               "checkpoint or an official SlotContrast Lightning .ckpt")
@@ -406,10 +434,9 @@ def load_model(checkpoint: "str | os.PathLike | SlotContrast | None", device: st
 def _is_training_state(path: Path) -> bool:
     """A checkpoint written by ``oc_perception.train`` to resume training (not a model file)."""
     try:
-        payload = load_training_state(path)
+        return training_state_kind(load_training_state(path)) is not None
     except CheckpointError:
         return False
-    return isinstance(payload, Mapping) and {"model", "optimizer", "config"} <= payload.keys()
 
 
 def _load_official(path: Path, config: str | None, device: str | torch.device) -> SlotContrast:

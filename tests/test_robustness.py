@@ -68,9 +68,11 @@ def test_a_finished_run_is_never_overwritten(data_dir, tmp_path, capsys):
     assert "already holds a run" in line and "--continue" in line and "--overwrite" in line
     assert (log / "model.safetensors").read_bytes() == before
     assert sorted(p.name for p in (log / "checkpoints").glob("step_*.pt")) == ["step_00000002.pt"]
-    # --overwrite replaces it: the new run's checkpoints are its own, none of the old ones survive.
+    # --overwrite replaces it: the new run's checkpoints and TensorBoard curves are its own, none of the old ones
+    # survive.
     train_main(train_argv(data_dir, log, steps=1, extra=["--overwrite"]))
     assert sorted(p.name for p in (log / "checkpoints").glob("step_*.pt")) == ["step_00000001.pt"]
+    assert len(list(log.glob("events.out.tfevents.*"))) == 1
 
 
 def test_one_run_per_log_dir_and_stale_locks_are_taken_over(data_dir, tmp_path, capsys):
@@ -360,6 +362,37 @@ def test_no_output_is_written_over_an_input(data_dir, tmp_path, capsys):
     assert model.read_bytes() == before and not list(tmp_path.glob(".*"))
 
 
+# ------------------------------------------------------------------------------------------------- run dirs
+def test_continue_into_another_finished_run_is_refused(data_dir, tmp_path, capsys):
+    train_main(train_argv(data_dir, tmp_path / "a", steps=3, extra=["trainer.stop_at=1"]))  # A stopped at step 1
+    train_main(train_argv(data_dir, tmp_path / "b", steps=2))
+    before = {p.name: p.read_bytes() for p in (tmp_path / "b").rglob("*") if p.is_file()}
+    line = one_line_error(capsys, train_main, train_argv(data_dir, tmp_path / "b", steps=3) + [
+        "--continue", str(tmp_path / "a")])
+    assert f"log dir {tmp_path / 'b'} already holds another run" in line and f"go on in {tmp_path / 'a'}" in line
+    assert {p.name: p.read_bytes() for p in (tmp_path / "b").rglob("*") if p.is_file()} == before
+    assert [p.name for p in (tmp_path / "a" / "checkpoints").glob("step_*.pt")] == ["step_00000001.pt"]
+
+
+def test_a_run_that_failed_at_its_first_step_can_be_run_again(data_dir, tmp_path, capsys, monkeypatch):
+    log = tmp_path / "nan"
+    monkeypatch.setattr("oc_perception.model.slotcontrast.slot_slot_contrastive_loss",
+                        lambda slots, *a: slots.sum() * float("nan"))
+    line = one_line_error(capsys, train_main, train_argv(data_dir, log))
+    assert "loss is nan at step 1: training diverged" in line
+    monkeypatch.undo()
+    train_main(train_argv(data_dir, log, steps=1))  # the dir held no checkpoint: nothing to refuse or resume
+    assert len(list(log.glob("events.out.tfevents.*"))) == 1
+
+
+def test_one_frame_clips_train(data_dir, tmp_path):
+    from oc_perception.model.losses import slot_slot_contrastive_loss
+
+    assert slot_slot_contrastive_loss(torch.randn(2, 1, 4, 8)).item() == 0.0
+    train_main(train_argv(data_dir, tmp_path / "t1", steps=2, extra=["data.chunk_size=1"]))
+    assert (tmp_path / "t1" / "checkpoints" / "step_00000002.pt").is_file()
+
+
 # ------------------------------------------------------------------------------------------------- YAML
 def test_keys_given_twice_are_refused_in_every_config(tmp_path):
     from agents.config import load_agent_config
@@ -397,6 +430,77 @@ def test_alias_bombs_are_refused_and_values_are_never_printed_whole(tmp_path):
     with pytest.raises(ConfigError, match="model.num_slots: expected int") as e:
         load_config(None, [f"model.num_slots={long_list}"])
     assert len(str(e.value)) < 200
+
+
+# ------------------------------------------------------------------------------------------------- interrupts, disks
+def test_ctrl_c_in_training_saves_the_last_whole_step_and_resumes_exactly(data_dir, tmp_path, capsys, monkeypatch):
+    import signal
+
+    from oc_perception.checkpoint import load_training_state
+    from oc_perception.train import TrainStep
+    from oc_perception.trainer import deferred_interrupts
+
+    done = []
+    with pytest.raises(KeyboardInterrupt):  # an update is applied whole: Ctrl-C takes effect after it
+        with deferred_interrupts():
+            os.kill(os.getpid(), signal.SIGINT)
+            done.append("the rest of the update")
+    assert done == ["the rest of the update"]
+
+    train_main(train_argv(data_dir, tmp_path / "straight", steps=4))
+    forward, calls = TrainStep.forward, []
+
+    def interrupted_in_step_3(self, batch):
+        out = forward(self, batch)  # the step's random draws happen before the interrupt
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return out
+
+    monkeypatch.setattr(TrainStep, "forward", interrupted_in_step_3)
+    log = tmp_path / "cut"
+    with pytest.raises(SystemExit) as exit_info:
+        train_main(train_argv(data_dir, log, steps=4))
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert exit_info.value.code == 130
+    assert line == (f"interrupted: stopped at step 2 of 4; saved {log / 'checkpoints' / 'step_00000002.pt'}: go on "
+                    f"with --continue {log}")
+    monkeypatch.undo()
+    train_main(train_argv(data_dir, log, steps=4) + ["--continue", str(log)])
+    straight = load_training_state(tmp_path / "straight" / "checkpoints" / "step_00000004.pt")["model"]
+    resumed = load_training_state(log / "checkpoints" / "step_00000004.pt")["model"]
+    for key, value in straight.items():
+        assert torch.equal(value, resumed[key]), key
+
+
+def test_full_disk_and_read_only_log_dir_are_named(data_dir, tmp_path, capsys, monkeypatch):
+    import errno
+    import shutil
+
+    def full_disk(*args, **kwargs):
+        raise RuntimeError("[enforce fail at inline_container.cc:603] . unexpected pos 4160 vs 4054")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9, 0))
+    log = tmp_path / "full"
+    line = one_line_error(capsys, train_main, train_argv(data_dir, log, steps=1))
+    assert line == (f"error: cannot write {log / 'checkpoints' / 'step_00000001.pt'}: the disk holding "
+                    f"{log / 'checkpoints'} is full (0 MiB free); free some space there or write to another disk")
+    assert not list(log.rglob(".*.tmp"))
+    monkeypatch.undo()
+
+    read_only = tmp_path / "read_only"
+    real_open, real_mkdir = os.open, os.mkdir
+
+    def refuse(path):
+        if str(path).startswith(str(read_only)):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+
+    monkeypatch.setattr(os, "open", lambda path, *a, **k: refuse(path) or real_open(path, *a, **k))
+    monkeypatch.setattr(os, "mkdir", lambda path, *a, **k: refuse(path) or real_mkdir(path, *a, **k))
+    line = one_line_error(capsys, train_main, train_argv(data_dir, read_only, steps=1))
+    assert line == (f"error: cannot write {read_only / '.lock'}: {read_only} is not writable (Read-only file "
+                    "system); pick a folder you can write to")
 
 
 def test_sigterm_or_a_full_disk_in_inference_leave_no_partial_file(tmp_path, capsys, monkeypatch):
@@ -454,6 +558,37 @@ def test_sigterm_or_a_full_disk_in_inference_leave_no_partial_file(tmp_path, cap
     line = one_line_error(capsys, inference.main, argv)
     assert line.startswith(f"error: cannot write {out / 's.mp4'}: the disk holding {out} is full")
     assert not list(out.iterdir())
+
+
+# ------------------------------------------------------------------------------------------------- resume targets
+def test_continue_and_init_from_name_what_the_file_is(data_dir, tmp_path, capsys):
+    from oc_perception.checkpoint import CHECKPOINT_DIR, load_training_state, load_weights, save_training_state
+
+    run = tmp_path / "run"
+    train_main(train_argv(data_dir, run, steps=1))
+    step = run / "checkpoints" / "step_00000001.pt"
+    dynamics = tmp_path / "dyn" / "checkpoints" / "step_00000003.pt"
+    save_training_state(dynamics, {"model": {}, "optimizer": {}, "scheduler": {}, "step": 3, "rng": {},
+                                   "config": '{"model": {}, "data": {"burn_in": 6}, "loss": {}}'})
+    cases = [
+        (run / "model.safetensors", "is a model file (safetensors), not a training state: pass the run's log dir or "
+                                    f"one of its checkpoints/step_*.pt; to start a new run from these weights, pass "
+                                    f"--init-from {run / 'model.safetensors'}"),
+        (CHECKPOINT_DIR / "panda.safetensors", "is a model file (safetensors)"),
+        (dynamics, "is a dynamics checkpoint, not a pretraining one: resume it with python -m "
+                   "oc_perception.dynamics.train --continue"),
+    ]
+    for target, message in cases:
+        line = one_line_error(capsys, train_main, train_argv(data_dir, tmp_path / "new", steps=2) + [
+            "--continue", str(target)])
+        assert message in line, line
+    model = SlotContrast(load_config(run / "config.yml").model)
+    load_weights(model, step)
+    for key, value in load_training_state(step)["model"].items():
+        assert torch.equal(model.state_dict()[key], value), key
+    train_main(train_argv(data_dir, tmp_path / "fine", steps=1) + ["--init-from", str(step)])
+    assert "a slot dynamics training checkpoint" in one_line_error(
+        capsys, train_main, train_argv(data_dir, tmp_path / "fine2", steps=1) + ["--init-from", str(dynamics)])
 
 
 def test_values_the_model_cannot_take_are_refused(tmp_path, monkeypatch):
