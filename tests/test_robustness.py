@@ -591,6 +591,26 @@ def test_continue_and_init_from_name_what_the_file_is(data_dir, tmp_path, capsys
         capsys, train_main, train_argv(data_dir, tmp_path / "fine2", steps=1) + ["--init-from", str(dynamics)])
 
 
+# ------------------------------------------------------------------------------------------------- data and values
+@pytest.mark.parametrize("frames, conversion", [
+    (np.zeros((8, 32, 32, 3), np.float32), "map floats in [0, 1] to uint8"),
+    (np.zeros((8, 32, 32), np.uint8), "stack the grey frames to RGB"),
+    (np.zeros((8, 32, 32, 4), np.uint8), "drop the alpha channel (x[..., :3])"),
+    (np.zeros((8, 32, 32, 3), np.int16), "rescale the int16 values to 0..255"),
+])
+def test_shards_of_other_frame_formats_name_the_shard_and_the_conversion(frames, conversion, tmp_path):
+    from oc_perception.data.clips import ShardIndex
+    from oc_perception.data.datasets import ValidationVideos
+    from oc_perception.data.shards import ShardError, read_shard
+
+    (shard,) = write_shards([{"video": frames}], str(tmp_path / "x-%06d.tar"))
+    where = f"{shard}: video 000000 is {frames.dtype} {list(frames.shape)}, but videos must be uint8 RGB"
+    for read in (lambda: ShardIndex([shard]), lambda: ValidationVideos([shard], None), lambda: list(read_shard(shard))):
+        with pytest.raises(ShardError) as e:
+            read()
+        assert where in str(e.value) and conversion in str(e.value)
+
+
 def test_values_the_model_cannot_take_are_refused(tmp_path, monkeypatch):
     import json
 
@@ -614,5 +634,23 @@ def test_values_the_model_cannot_take_are_refused(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ValueError, match="unknown backbone 'vit_small_patch14_dinov3x': timm has no model"):
         ViTEncoder("vit_small_patch14_dinov3x", pretrained=True)
+
+
+@pytest.mark.parametrize("shape, dtype, conversion", [
+    ((8, 8, 4), np.uint8, "drop the alpha channel (x[..., :3])"),
+    ((8, 8), np.uint8, "stack the grey frames to RGB"),
+    ((3, 8, 8), np.uint8, "move the channels last (np.moveaxis(x, -3, -1))"),
+    ((8, 8, 3), np.float32, "map floats in [0, 1] to uint8"),
+])
+def test_image_observations_of_another_layout_name_the_conversion(shape, dtype, conversion):
+    from oc_perception.wrappers import SlotObservation
+
+    class OtherImages(gym.Env):
+        observation_space = gym.spaces.Box(0, 1, shape, dtype)
+        action_space = gym.spaces.Discrete(2)
+
+    with pytest.raises(ValueError, match="convert them in a wrapper inside this one") as e:
+        SlotObservation(OtherImages(), checkpoint=tiny_model())
+    assert conversion in str(e.value) and 'render_mode="rgb_array"' in str(e.value)
 
 
