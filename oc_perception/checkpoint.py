@@ -7,6 +7,7 @@ Every write goes through ``io.atomic_write`` (a temporary file renamed into plac
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -311,6 +312,44 @@ def default_checkpoint(env_id: str) -> Path:
     return path
 
 
+@functools.cache
+def _bundled_digests() -> dict[str, tuple[str, ...]]:
+    """Weights digest of each bundled checkpoint -> the env ids it was trained for."""
+    envs: dict[str, list[str]] = {}
+    for env_id, name in DEFAULT_CHECKPOINTS.items():
+        envs.setdefault(name, []).append(env_id)
+    digests = {}
+    for name, ids in envs.items():
+        digest = _weights_digest_of(CHECKPOINT_DIR / name)
+        if digest is not None:
+            digests[digest] = tuple(ids)
+    return digests
+
+
+def _weights_digest_of(path: Path) -> str | None:
+    """The weights digest stored in one of our model files (None for other files or older ones of ours)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return (f.metadata() or {}).get("weights_sha256")
+    except (SafetensorError, OSError, ValueError):
+        return None
+
+
+def check_env_of_checkpoint(path: str | Path, env_id: str) -> None:
+    """Warn when ``path`` is (a copy of) a bundled checkpoint of other envs than ``env_id``: its slots were not
+    trained on frames of this env. The warning names both."""
+    digest = _weights_digest_of(Path(path))
+    envs = _bundled_digests().get(digest) if digest is not None else None
+    if envs is not None and env_id not in envs:
+        ours = (f" (the bundled one: {CHECKPOINT_DIR / DEFAULT_CHECKPOINTS[env_id]})"
+                if env_id in DEFAULT_CHECKPOINTS else "")
+        warnings.warn(f"checkpoint {path} is the bundled model of {', '.join(envs)}, but the env is {env_id}: its "
+                      f"slots were not trained on this env's frames; pass a model trained on {env_id}{ours}",
+                      stacklevel=3)
+
+
 def config_path(name: str | Path, group: str = "pretrain") -> Path:
     """``"movi_c"`` -> configs/<group>/movi_c.yml of this repository; an existing path is returned as is."""
     p = Path(name)
@@ -396,10 +435,10 @@ def load_model(checkpoint: "str | os.PathLike | SlotContrast | None", device: st
 
     ``checkpoint``: our ``.safetensors``, an official SlotContrast ``.ckpt`` (sniffed from the first bytes), a
     loaded ``SlotContrast`` (used as it is, moved only when ``device`` is given), or None for the bundled
-    checkpoint of ``env_id``. ``device``: default ``resolve_device("auto")``. ``config`` (a name in
-    configs/pretrain such as ``movi_c``, or a YAML path) is the config of an official checkpoint; by default
-    it is detected from the weights' shapes. Ours hold their config; a ``config`` given with one of ours must
-    fit it (an error names what differs).
+    checkpoint of ``env_id`` (a bundled checkpoint of other envs than ``env_id`` loads with a warning).
+    ``device``: default ``resolve_device("auto")``. ``config`` (a name in configs/pretrain such as ``movi_c``, or
+    a YAML path) is the config of an official checkpoint; by default it is detected from the weights' shapes.
+    Ours hold their config; a ``config`` given with one of ours must fit it (an error names what differs).
 
     Raises:
         FileNotFoundError: no such checkpoint or config.
@@ -423,6 +462,8 @@ def load_model(checkpoint: "str | os.PathLike | SlotContrast | None", device: st
     if kind is None:
         raise CheckpointError(f"{path}: unknown checkpoint type; expected an oc-perception .safetensors "
                               "checkpoint or an official SlotContrast Lightning .ckpt")
+    if env_id is not None and kind == "safetensors":
+        check_env_of_checkpoint(path, env_id)
     try:
         if kind == "safetensors":
             return load_checkpoint(path, device, load_config(config_path(config)).model if config else None)

@@ -339,6 +339,8 @@ def test_our_checkpoint_with_another_config_is_named_before_any_build(tmp_path, 
     with pytest.raises(CheckpointError, match="encoder.backbone: checkpoint 'cnn' vs config "
                                               "'vit_small_patch14_dinov2'.*leave out --config"):
         load_checkpoint(path, cfg=load_config("configs/pretrain/movi_c.yml").model)
+
+
 # ------------------------------------------------------------------------------------------------- outputs over inputs
 def test_no_output_is_written_over_an_input(data_dir, tmp_path, capsys):
     from oc_perception.evaluate import main as evaluate_main
@@ -654,3 +656,13 @@ def test_image_observations_of_another_layout_name_the_conversion(shape, dtype, 
     assert conversion in str(e.value) and 'render_mode="rgb_array"' in str(e.value)
 
 
+def test_a_bundled_model_of_another_env_is_named(tmp_path):
+    import shutil
+
+    from oc_perception.checkpoint import CHECKPOINT_DIR, load_model
+
+    copy = shutil.copy(CHECKPOINT_DIR / "panda.safetensors", tmp_path / "mine.safetensors")
+    for path in (CHECKPOINT_DIR / "panda.safetensors", copy):
+        with pytest.warns(UserWarning, match=f"checkpoint {path} is the bundled model of oc/PandaPush-v0, but the "
+                                             "env is oc/ShapesOddOneOut-v0"):
+            load_model(path, "cpu", env_id="oc/ShapesOddOneOut-v0")

@@ -184,14 +184,16 @@ def train(args: argparse.Namespace) -> Path:
 def save_training_checkpoint(log_dir: Path, model: SlotDynamics, optim, sched, step: int, cfg: DynamicsConfig,
                              meta: dict) -> Path:
     """checkpoints/step_XXXXXXXX.pt (atomic; only the newest ``trainer.keep_last`` kept) and the current model as
-    model.safetensors, with what evaluation needs to know: burn-in, rollout, data and perception checkpoint."""
+    model.safetensors, with what evaluation needs to know: burn-in, rollout, data, perception checkpoint and the
+    env the data came from (when it came from one)."""
     payload = {"model": model.state_dict(), "optimizer": optim.state_dict(), "scheduler": sched.state_dict(),
                "step": step, "rng": rng_states(), "config": json.dumps(to_dict(cfg), sort_keys=True)}
     path = save_step_checkpoint(log_dir, step, payload, cfg.trainer.keep_last)
     save_dynamics(model, log_dir / "model.safetensors", metadata={
         "step": str(step), "burn_in": str(cfg.data.burn_in), "rollout": str(cfg.data.rollout),
         "data": str(Path(cfg.data.dir).resolve()), "checkpoint": meta["checkpoint"],
-        "action_space": str(meta["action_space"] if cfg.model.actions else None)})
+        "action_space": str(meta["action_space"] if cfg.model.actions else None),
+        **({"env": meta["env"]} if "env" in meta else {})})
     return path
 
 
