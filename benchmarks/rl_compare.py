@@ -117,7 +117,8 @@ def run_all(args: argparse.Namespace) -> tuple[Runs, dict[str, AgentConfig]]:
                     print(f"{cfg.env_id} {obs} seed {seed}: left out (no finished run of this config in {log_dir})")
                     continue
                 if result is None:
-                    result = train(cfg, log_dir, args.checkpoint, args.device, progress=False)
+                    # (a run of another config, or any run without --reuse, is trained again in its place)
+                    result = train(cfg, log_dir, args.checkpoint, args.device, progress=False, overwrite=True)
                 result.held_out = held_out_rates(cfg, result, args.test_env_kwargs, args.checkpoint, args.device)
                 runs[cfg.env_id, obs].append(result)
                 print(f"{cfg.env_id} {obs} seed {seed}: success rate {result.success_rate:.2f} (random "
