@@ -34,7 +34,7 @@ def main() -> None:
         result = ppo.RunResult.load(log_dir, cfg, None)
         if result is None:
             print(f"training PPO on {obs} for {BUDGET:,} env steps -> {log_dir}", flush=True)
-            result = ppo.train(cfg, log_dir)
+            result = ppo.train(cfg, log_dir, overwrite=True)  # a run of another config is replaced
         else:
             print(f"PPO on {obs}: read the finished run of this config in {log_dir}")
         print(ppo.summary(cfg, result), flush=True)

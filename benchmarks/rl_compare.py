@@ -47,6 +47,7 @@ import yaml  # noqa: E402
 from agents.config import OBS_TYPES, AgentConfig, check_env_kwargs, load_agent_config  # noqa: E402
 from agents.ppo import USER_ERRORS, RunResult, train  # noqa: E402
 from oc_perception.checkpoint import CONFIG_DIR  # noqa: E402
+from oc_perception.cli import yaml_mapping  # noqa: E402
 
 DEFAULT_CONFIGS = [CONFIG_DIR / "agents" / "oddoneout_slots.yml", CONFIG_DIR / "agents" / "push_slots.yml"]
 Runs = dict[tuple[str, str], list[RunResult]]  # (env id, obs) -> one result per seed
@@ -69,13 +70,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="a held-out scene distribution, a YAML mapping of env arguments such as "
                          "'{num_objects: 6}' (repeat the option for several)")
     return ap.parse_intermixed_args(argv)
-
-
-def yaml_mapping(text: str) -> dict:
-    value = yaml.safe_load(text)
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError(f"expected a YAML mapping such as '{{num_objects: 6}}', got {text!r}")
-    return value
 
 
 def held_out_rates(cfg: AgentConfig, result: RunResult, scenes: list[dict], checkpoint: str | None,
@@ -123,7 +117,8 @@ def run_all(args: argparse.Namespace) -> tuple[Runs, dict[str, AgentConfig]]:
                     print(f"{cfg.env_id} {obs} seed {seed}: left out (no finished run of this config in {log_dir})")
                     continue
                 if result is None:
-                    result = train(cfg, log_dir, args.checkpoint, args.device, progress=False)
+                    # (a run of another config, or any run without --reuse, is trained again in its place)
+                    result = train(cfg, log_dir, args.checkpoint, args.device, progress=False, overwrite=True)
                 result.held_out = held_out_rates(cfg, result, args.test_env_kwargs, args.checkpoint, args.device)
                 runs[cfg.env_id, obs].append(result)
                 print(f"{cfg.env_id} {obs} seed {seed}: success rate {result.success_rate:.2f} (random "

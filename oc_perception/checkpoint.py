@@ -7,6 +7,7 @@ Every write goes through ``io.atomic_write`` (a temporary file renamed into plac
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -173,9 +174,20 @@ def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def load_weights(model: SlotContrast, path: str | Path) -> None:
-    """Copy the weights of our checkpoint ``path`` into ``model`` (same shapes; one error lists what does not
-    fit). The model keeps its own config: fine-tuning with other losses or schedules."""
-    state, _ = read_checkpoint(path)
+    """Copy the weights of ``path``, our model file (``.safetensors``) or a pretraining checkpoint (``step_*.pt``,
+    its model weights), into ``model`` (same shapes; one error lists what does not fit). The model keeps its own
+    config: fine-tuning with other losses or schedules."""
+    path = Path(path)
+    if path.is_file() and checkpoint_kind(path) == "torch":
+        payload = load_training_state(path)
+        kind = training_state_kind(payload)
+        if kind != "pretraining":
+            what = "a slot dynamics training checkpoint" if kind == "dynamics" else "not a checkpoint of ours"
+            raise CheckpointError(f"{path} is {what}: pass a perception model (model.safetensors) or a pretraining "
+                                  "checkpoint (checkpoints/step_*.pt)")
+        state = payload["model"]
+    else:
+        state, _ = read_checkpoint(path)
     _load_into(model, {k: v.to(next(iter(model.state_dict().values())).device) for k, v in state.items()},
                str(path), allow_missing_backbone=True)
 
@@ -207,7 +219,10 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu",
         # The weights come from the file: do not fetch (possibly unreachable) pretrained ones first.
         cfg = model_config_from_dict({**to_dict(cfg), "encoder": {**to_dict(cfg.encoder), "pretrained": False,
                                                                   "weights": None}})
-    model = SlotContrast(cfg)
+    try:
+        model = SlotContrast(cfg)
+    except ValueError as e:  # a stored config that builds no model (e.g. a backbone this timm does not know)
+        raise CheckpointError(f"{path}: its stored model config cannot be built ({e})") from e
     _load_into(model, state, str(path), allow_missing_backbone=True)
     return model.to(device).eval()
 
@@ -297,6 +312,44 @@ def default_checkpoint(env_id: str) -> Path:
     return path
 
 
+@functools.cache
+def _bundled_digests() -> dict[str, tuple[str, ...]]:
+    """Weights digest of each bundled checkpoint -> the env ids it was trained for."""
+    envs: dict[str, list[str]] = {}
+    for env_id, name in DEFAULT_CHECKPOINTS.items():
+        envs.setdefault(name, []).append(env_id)
+    digests = {}
+    for name, ids in envs.items():
+        digest = _weights_digest_of(CHECKPOINT_DIR / name)
+        if digest is not None:
+            digests[digest] = tuple(ids)
+    return digests
+
+
+def _weights_digest_of(path: Path) -> str | None:
+    """The weights digest stored in one of our model files (None for other files or older ones of ours)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return (f.metadata() or {}).get("weights_sha256")
+    except (SafetensorError, OSError, ValueError):
+        return None
+
+
+def check_env_of_checkpoint(path: str | Path, env_id: str) -> None:
+    """Warn when ``path`` is (a copy of) a bundled checkpoint of other envs than ``env_id``: its slots were not
+    trained on frames of this env. The warning names both."""
+    digest = _weights_digest_of(Path(path))
+    envs = _bundled_digests().get(digest) if digest is not None else None
+    if envs is not None and env_id not in envs:
+        ours = (f" (the bundled one: {CHECKPOINT_DIR / DEFAULT_CHECKPOINTS[env_id]})"
+                if env_id in DEFAULT_CHECKPOINTS else "")
+        warnings.warn(f"checkpoint {path} is the bundled model of {', '.join(envs)}, but the env is {env_id}: its "
+                      f"slots were not trained on this env's frames; pass a model trained on {env_id}{ours}",
+                      stacklevel=3)
+
+
 def config_path(name: str | Path, group: str = "pretrain") -> Path:
     """``"movi_c"`` -> configs/<group>/movi_c.yml of this repository; an existing path is returned as is."""
     p = Path(name)
@@ -347,8 +400,25 @@ def load_training_state(path: str | Path) -> dict[str, Any]:
                               "checkpoints/step_*.pt or start a fresh run") from e
 
 
+TRAINING_STATE_KEYS = ("model", "optimizer", "config")  # what tells a training state from other torch files
+
+
+def training_state_kind(payload: Any) -> str | None:
+    """"pretraining" or "dynamics" for a training state that ``load_training_state`` read, else None. Only the
+    dynamics config has a top-level ``loss`` section."""
+    if not isinstance(payload, Mapping) or not all(k in payload for k in TRAINING_STATE_KEYS):
+        return None
+    try:
+        config = json.loads(payload["config"])
+    except (TypeError, json.JSONDecodeError):
+        return None
+    if not isinstance(config, dict):
+        return None
+    return "dynamics" if "loss" in config else "pretraining"
+
+
 # ---------------------------------------------------------------------------------------------- one loader
-def _checkpoint_kind(path: Path) -> str | None:
+def checkpoint_kind(path: Path) -> str | None:
     """"safetensors", "torch" (zip or pickle, as ``torch.save`` writes) or None, from the first bytes."""
     with path.open("rb") as f:
         head = f.read(9)
@@ -365,10 +435,10 @@ def load_model(checkpoint: "str | os.PathLike | SlotContrast | None", device: st
 
     ``checkpoint``: our ``.safetensors``, an official SlotContrast ``.ckpt`` (sniffed from the first bytes), a
     loaded ``SlotContrast`` (used as it is, moved only when ``device`` is given), or None for the bundled
-    checkpoint of ``env_id``. ``device``: default ``resolve_device("auto")``. ``config`` (a name in
-    configs/pretrain such as ``movi_c``, or a YAML path) is the config of an official checkpoint; by default
-    it is detected from the weights' shapes. Ours hold their config; a ``config`` given with one of ours must
-    fit it (an error names what differs).
+    checkpoint of ``env_id`` (a bundled checkpoint of other envs than ``env_id`` loads with a warning).
+    ``device``: default ``resolve_device("auto")``. ``config`` (a name in configs/pretrain such as ``movi_c``, or
+    a YAML path) is the config of an official checkpoint; by default it is detected from the weights' shapes.
+    Ours hold their config; a ``config`` given with one of ours must fit it (an error names what differs).
 
     Raises:
         FileNotFoundError: no such checkpoint or config.
@@ -388,10 +458,12 @@ def load_model(checkpoint: "str | os.PathLike | SlotContrast | None", device: st
                                 "holds model.safetensors)")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    kind = _checkpoint_kind(path)
+    kind = checkpoint_kind(path)
     if kind is None:
         raise CheckpointError(f"{path}: unknown checkpoint type; expected an oc-perception .safetensors "
                               "checkpoint or an official SlotContrast Lightning .ckpt")
+    if env_id is not None and kind == "safetensors":
+        check_env_of_checkpoint(path, env_id)
     try:
         if kind == "safetensors":
             return load_checkpoint(path, device, load_config(config_path(config)).model if config else None)
@@ -403,10 +475,9 @@ def load_model(checkpoint: "str | os.PathLike | SlotContrast | None", device: st
 def _is_training_state(path: Path) -> bool:
     """A checkpoint written by ``oc_perception.train`` to resume training (not a model file)."""
     try:
-        payload = load_training_state(path)
+        return training_state_kind(load_training_state(path)) is not None
     except CheckpointError:
         return False
-    return isinstance(payload, Mapping) and {"model", "optimizer", "config"} <= payload.keys()
 
 
 def _load_official(path: Path, config: str | None, device: str | torch.device) -> SlotContrast:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import reprlib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -188,6 +189,103 @@ class ConfigError(ValueError):
     """A config file or override that does not fit the schema."""
 
 
+# A value in a message is shown cut short: a long list (or an alias-built tree) must not flood the terminal.
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxtuple, _SHORT.maxdict = 2, 6, 6, 6
+_SHORT.maxstring = _SHORT.maxother = 60
+
+
+def show(value: Any) -> str:
+    """``repr(value)``, cut to a few dozen characters however large the value."""
+    return _SHORT.repr(value)
+
+
+# Values a YAML document may hold once its aliases are expanded: configs hold a few hundred; a nested-alias
+# "bomb" of a few hundred bytes holds billions, and printing one exhausts memory.
+MAX_YAML_VALUES = 10_000
+
+
+class _Refused(yaml.MarkedYAMLError):
+    """Valid YAML that we do not read: a key given twice in one mapping, or aliases that expand too far."""
+
+
+def _expanded_size(root: yaml.Node) -> int:
+    """Number of nodes of ``root`` with every alias expanded, counted in time linear in the distinct nodes.
+
+    Raises:
+        _Refused: more than ``MAX_YAML_VALUES``, or an alias inside itself (an endless value).
+    """
+    sizes: dict[int, int | None] = {}  # id(node) -> expanded size; None while it is being counted
+
+    def size(node: yaml.Node) -> int:
+        known = sizes.get(id(node), 0)
+        if known is None:
+            raise _Refused(None, None, "an alias refers to a value that contains it (an endless value)",
+                           node.start_mark)
+        if known:
+            return known
+        sizes[id(node)] = None
+        if isinstance(node, yaml.MappingNode):
+            total = 1 + sum(size(k) + size(v) for k, v in node.value)
+        elif isinstance(node, yaml.SequenceNode):
+            total = 1 + sum(size(v) for v in node.value)
+        else:
+            total = 1
+        if total > MAX_YAML_VALUES:
+            raise _Refused(None, None, f"its aliases expand to more than {MAX_YAML_VALUES:,} values; write the "
+                           "values out instead of nesting aliases", node.start_mark)
+        sizes[id(node)] = total
+        return total
+
+    return size(root)
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping (at any depth) and aliases that expand
+    past ``MAX_YAML_VALUES`` values."""
+
+    def compose_document(self) -> yaml.Node | None:
+        node = super().compose_document()
+        if node is not None:
+            _expanded_size(node)
+        return node
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        first: dict[Any, yaml.Mark] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # "<<: *base": keys it brings in may be overridden
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                seen = first.get(key)
+            except TypeError:  # an unhashable key: the base class says so
+                break
+            if seen is not None:
+                raise _Refused(None, None, f"key {show(key)} is given twice in one mapping (first at line "
+                               f"{seen.line + 1}; YAML would keep only the last): merge the two into one",
+                               key_node.start_mark)
+            first[key] = key_node.start_mark
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml(text: str, source: str) -> Any:
+    """The one YAML reader (config files, overrides, YAML arguments): safe tags only, no key given twice in a
+    mapping, aliases expanding to at most ``MAX_YAML_VALUES`` values.
+
+    Raises:
+        ConfigError: one line naming ``source``, the line and column, and the problem (never the whole value).
+    """
+    try:
+        return yaml.load(text, Loader=_ConfigLoader)  # noqa: S506 (a SafeLoader subclass)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        if isinstance(e, _Refused):
+            raise ConfigError(f"{source}{where}: {problem}") from None
+        raise ConfigError(f"{source}: not valid YAML{where} ({problem})") from None
+
+
 def _is_dataclass_type(tp: Any) -> bool:
     return isinstance(tp, type) and dataclasses.is_dataclass(tp)
 
@@ -198,7 +296,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if origin is Literal:
         allowed = typing.get_args(tp)
         if value not in allowed:
-            raise ConfigError(f"{where}={value!r}: must be one of {', '.join(map(str, allowed))}")
+            raise ConfigError(f"{where}={show(value)}: must be one of {', '.join(map(str, allowed))}")
         return value
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
@@ -212,19 +310,19 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
                 return _coerce(value, arg, where)
             except ConfigError as e:
                 errors.append(str(e))
-        raise ConfigError(errors[0] if errors else f"{where}: bad value {value!r}")
+        raise ConfigError(errors[0] if errors else f"{where}: bad value {show(value)}")
     if _is_dataclass_type(tp):
         if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+            raise ConfigError(f"{where}: expected a mapping, got {show(value)}")
         return from_dict(tp, value, where)
     if origin is dict:
         if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
-            raise ConfigError(f"{where}: expected a mapping of names to values, got {value!r}")
+            raise ConfigError(f"{where}: expected a mapping of names to values, got {show(value)}")
         return dict(value)
     if origin is list:
         (item_tp,) = typing.get_args(tp)
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
+            raise ConfigError(f"{where}: expected a list, got {show(value)}")
         return [_coerce(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value)]
     if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
@@ -239,7 +337,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         return value
     if tp is str and isinstance(value, str):
         return value
-    raise ConfigError(f"{where}: expected {getattr(tp, '__name__', tp)}, got {value!r}")
+    raise ConfigError(f"{where}: expected {getattr(tp, '__name__', tp)}, got {show(value)}")
 
 
 def from_dict(cls: type, data: dict[str, Any], where: str = "") -> Any:
@@ -275,7 +373,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | None) -> dict[s
         if "=" not in item:
             raise ConfigError(f"override '{item}' is not of the form key.subkey=value")
         key, raw = item.split("=", 1)
-        _set_dotted(data, key.strip(), yaml.safe_load(raw))
+        _set_dotted(data, key.strip(), load_yaml(raw, f"override '{key.strip()}'"))
     return data
 
 
@@ -294,13 +392,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
-        try:
-            loaded = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-            problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-            raise ConfigError(f"{path}: not valid YAML{where} ({problem})") from None
+        loaded = load_yaml(path.read_text(), str(path))
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{path}: the top level must be a mapping")
         data = loaded or {}
@@ -324,6 +416,8 @@ POSITIVE = (
 NON_NEGATIVE = ("optim.warmup_steps", "optim.weight_decay", "optim.eps", "model.loss.featrec_weight",
                 "model.loss.ss_weight", "model.loss.segmentation_weight", "model.loss.background_weight", "model.loss.segmentation_area_exponent",
                 "data.num_workers")
+# Upper bounds of sizes the model allocates by (a typo such as num_slots=1000000000 would exhaust memory).
+AT_MOST = {"model.num_slots": 1024, "model.slot_dim": 8192, "model.encoder.input_size": 8192}
 
 
 def _get(cfg: Any, dotted: str) -> tuple[bool, Any]:
@@ -346,6 +440,18 @@ def check_values(cfg: Any) -> None:
         if bad:
             need = "a positive" if name in POSITIVE else "a non-negative"
             raise ConfigError(f"{name}={value!r}: must be {need} {'number' if isinstance(value, float) else 'integer'}")
+    for name, most in AT_MOST.items():
+        found, value = _get(cfg, name)
+        if found and value is not None and value > most:
+            raise ConfigError(f"{name}={value}: must be at most {most}")
+    for name in ("model.mean", "model.std"):
+        found, value = _get(cfg, name)
+        if not found:
+            continue
+        if len(value) != 3 or not all(math.isfinite(v) for v in value):
+            raise ConfigError(f"{name}={show(value)}: must be 3 finite numbers, one per RGB channel")
+        if name == "model.std" and min(value) <= 0:
+            raise ConfigError(f"{name}={show(value)}: must be positive (frames are divided by it)")
 
 
 # Options that were tried and removed (docs/checkpoints.md has what they measured), with the value that
@@ -383,4 +489,9 @@ def canonical_config(data: dict[str, Any], schema: type = None) -> dict[str, Any
 
 
 def model_config_from_dict(data: dict[str, Any]) -> ModelConfig:
-    return from_dict(ModelConfig, upgrade_model_dict(data), "model")
+    """A stored model config (checkpoint metadata, training state) -> ``ModelConfig``, values checked as on load."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"a model config must be a mapping of names to values, got {show(data)}")
+    cfg = from_dict(ModelConfig, upgrade_model_dict(data), "model")
+    check_values(Config(model=cfg))
+    return cfg

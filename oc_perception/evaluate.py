@@ -25,13 +25,15 @@ from torch.utils.data import DataLoader
 from einops import rearrange
 from tqdm import tqdm
 
+from oc_perception import io
 from oc_perception.checkpoint import CheckpointError, config_path, load_model
 from oc_perception.cli import run_or_exit
 from oc_perception.config import Config, ConfigError, load_config
 from oc_perception.consistency import slot_identity_stats
 from oc_perception.devices import PRECISIONS, autocast, check_precision, resolve_device
 from oc_perception.data.datasets import build_dataloader
-from oc_perception.data.shards import EmptyDatasetError, ShardError
+from oc_perception.data.shards import EmptyDatasetError, ShardError, expand_shards
+from oc_perception.io import OutputPathError, check_outputs
 from oc_perception.metrics import SegmentationMetrics, labels_to_onehot, masks_to_onehot
 from oc_perception.model import SlotContrast
 
@@ -140,6 +142,10 @@ def main(argv: list[str] | None = None) -> None:
 
     def run() -> dict[str, float]:
         cfg = load_config(config_path(args.config), args.overrides)
+        outputs = {"--out": args.out, "--overlays": args.overlays}
+        check_outputs(outputs, {"--checkpoint": args.checkpoint, "config": config_path(args.config),
+                                "validation shards": expand_shards(cfg.data.val_shards, args.data_dir)
+                                if any(outputs.values()) else None})
         device = resolve_device(args.device)
         precision = check_precision(args.precision or cfg.trainer.precision, device)
         model = load_model(args.checkpoint, device)
@@ -158,18 +164,16 @@ def main(argv: list[str] | None = None) -> None:
         results = evaluate(model, loader, cfg, device, tuple(args.masks), lambda: autocast(precision, device),
                            on_batch=keep_first)
         if sheets:
-            from oc_perception import io
-
             io.save_png(args.overlays, sheets[0])
+        if args.out is not None:
+            text = json.dumps(results, indent=2, sort_keys=True) + "\n"
+            io.atomic_write(args.out, lambda tmp: Path(tmp).write_text(text))
         return results
 
     results = run_or_exit(run, errors=(ConfigError, CheckpointError, ShardError, EmptyDatasetError,
-                                       FileNotFoundError))
+                                       FileNotFoundError, OutputPathError))
     for k, v in sorted(results.items()):
         print(f"{k:32s} {v:.4f}")
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
 
 
 if __name__ == "__main__":

@@ -38,7 +38,8 @@ from tqdm import tqdm
 
 from oc_perception import viz
 from oc_perception.checkpoint import load_model
-from oc_perception.io import MIN_VIDEO_SIDE, NpzStreamWriter, VideoReader, VideoWriter
+from oc_perception.cli import run_or_exit
+from oc_perception.io import MIN_VIDEO_SIDE, NpzStreamWriter, VideoReader, VideoWriter, check_outputs
 from oc_perception.devices import PRECISIONS, Precision, autocast, check_precision, resolve_device
 from oc_perception.data.transforms import center_square_box
 from oc_perception.model.slotcontrast import SlotContrast, SlotState
@@ -135,20 +136,6 @@ def _model_frames(reader: VideoReader, center_crop: bool) -> tuple[Iterable[np.n
     return (frame[top : top + side, left : left + side] for frame in reader), (side, side)
 
 
-def check_output_paths(video: str | os.PathLike, out: str | os.PathLike | None,
-                       slots_out: str | os.PathLike | None) -> None:
-    """Refuse outputs that would overwrite the input video or each other (one file would be lost)."""
-    src = Path(video).resolve()
-    given = {name: Path(p).resolve() for name, p in (("--out", out), ("--slots-out", slots_out)) if p}
-    for name, path in given.items():
-        if path == src:
-            raise ValueError(f"{name} {path} is the input video: writing it would destroy the input; pick "
-                             "another output path")
-    if len(given) == 2 and given["--out"] == given["--slots-out"]:
-        raise ValueError(f"--out and --slots-out are the same file {given['--out']}: one would replace the "
-                         "other; give them different paths")
-
-
 def infer_video(
     checkpoint: str | os.PathLike | SlotContrast,
     video: str | os.PathLike,
@@ -189,7 +176,9 @@ def infer_video(
         FileNotFoundError: missing video or checkpoint. VideoError: unreadable video or no decodable frame.
         CheckpointError: unknown checkpoint type or weights that do not fit. Partial outputs are removed.
     """
-    check_output_paths(video, out, slots_out)
+    check_outputs({"--out": out, "--slots-out": slots_out},
+                  {"--video": video, "--checkpoint": None if isinstance(checkpoint, SlotContrast) else checkpoint,
+                   "--config": config if config is not None and Path(config).is_file() else None})
     if fps is not None and not fps > 0:
         raise ValueError(f"fps must be > 0, got {fps} (leave it out to use the input's frame rate)")
     dev = resolve_device(device)
@@ -255,15 +244,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """CLI entry point: 0 on success; 2 with one ``error: ...`` line on bad input."""
+    """CLI entry point: 0 on success; exit code 2 with one ``error: ...`` line on bad input, 130 with one
+    ``interrupted: ...`` line on Ctrl-C or SIGTERM (no output is left, whole or partial)."""
     args = parse_args(argv)
-    try:
-        summary = infer_video(args.checkpoint, args.video, args.out, args.slots_out, config=args.config,
-                              chunk=args.chunk, device=args.device, max_frames=args.max_frames, fps=args.fps,
-                              center_crop=args.center_crop, precision=args.precision)
-    except (OSError, ValueError) as e:  # missing files, VideoError, CheckpointError, ConfigError, bad values
-        print("error: " + " ".join(str(e).split()), file=sys.stderr)
-        return 2
+    # OSError, ValueError: missing files, VideoError, CheckpointError, ConfigError, outputs over inputs, bad values
+    summary = run_or_exit(lambda: infer_video(
+        args.checkpoint, args.video, args.out, args.slots_out, config=args.config, chunk=args.chunk,
+        device=args.device, max_frames=args.max_frames, fps=args.fps, center_crop=args.center_crop,
+        precision=args.precision), errors=(OSError, ValueError))
     outputs = ", ".join(p for p in (summary["out"], summary["slots_out"]) if p)
     print(f"{summary['frames']} frames in {summary['seconds']:.1f} s ({summary['fps']:.1f} frames/s on "
           f"{summary['device']}){'' if summary['complete'] else ' (video incomplete)'} -> {outputs}")

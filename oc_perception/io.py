@@ -8,6 +8,8 @@ and the one atomic writer every file of ours goes through (temporary file, then 
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import itertools
 import math
 import os
@@ -16,7 +18,7 @@ import tempfile
 import uuid
 import warnings
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -36,23 +38,111 @@ MIN_VIDEO_SIDE = 256  # videos are enlarged to at least this many pixels (write_
 MAX_VIDEO_SIDE = 4096  # automatic upscaling stops here (libx264 refuses very wide frames)
 
 
+class WriteError(OSError):
+    """A file could not be written (a full disk, a read-only folder): the message names the file and the disk."""
+
+
+class OutputPathError(ValueError):
+    """An output path that is one of the command's inputs (or another output): writing it would destroy a file."""
+
+
+LOW_DISK_BYTES = 64 * 2**20  # a write that failed with less free space than this failed for want of space
+
+
+def _free_bytes(folder: Path) -> int | None:
+    """Free space of the disk holding ``folder`` (or its nearest existing parent), None if it cannot be told."""
+    for candidate in (folder, *folder.parents):
+        if candidate.exists():
+            try:
+                return shutil.disk_usage(candidate).free
+            except OSError:
+                return None
+    return None
+
+
+def write_error(path: str | os.PathLike, error: BaseException) -> WriteError | None:
+    """``error``, raised while writing ``path``, as a one-line ``WriteError`` that names the file and says whether
+    the disk is full or the folder not writable; None when it is not a writing problem (a bug to show as is).
+
+    torch's zip writer reports a full disk as a ``RuntimeError`` (``unexpected pos ...``) without the OS error,
+    so a ``RuntimeError`` counts when the disk has (almost) no space left."""
+    path = Path(path)
+    code = getattr(error, "errno", None)
+    if code in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return WriteError(f"cannot write {path}: {path.parent} is not writable ({error.strerror}); pick a folder "
+                          "you can write to")
+    free = _free_bytes(path.parent)
+    full = code in (errno.ENOSPC, errno.EDQUOT) or (code is None and free is not None and free < LOW_DISK_BYTES)
+    if full and isinstance(error, (OSError, RuntimeError)):
+        space = f" ({free / 2**20:.0f} MiB free)" if free is not None else ""
+        return WriteError(f"cannot write {path}: the disk holding {path.parent} is full{space}; free some space "
+                          "there or write to another disk")
+    if isinstance(error, OSError):
+        return WriteError(f"cannot write {path} ({error.strerror or error})")
+    return None
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[str], Any]) -> Path:
     """``write(tmp)`` into a temporary file beside ``path``, then rename it into place: a crash never leaves
-    half a file under the real name. The file gets the usual permissions (umask), not mkstemp's 0600."""
+    half a file under the real name. The file gets the usual permissions (umask), not mkstemp's 0600.
+
+    Raises:
+        WriteError: the folder cannot be made or written, or the disk is full (the temporary file is removed).
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        umask = os.umask(0)
+        os.umask(umask)
         write(tmp)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a checkpoint is meant to be shared
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:
+        problem = None if isinstance(e, WriteError) else write_error(path, e)  # judged while tmp still fills the disk
+        if problem is None:
+            raise
+        raise problem from e
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    if a.resolve() == b.resolve():  # also for files that do not exist yet
+        return True
+    try:
+        return os.path.samefile(a, b)  # hard links
+    except OSError:
+        return False
+
+
+def check_outputs(outputs: Mapping[str, str | os.PathLike | None],
+                  inputs: Mapping[str, str | os.PathLike | Sequence[str | os.PathLike] | None]) -> None:
+    """Refuse an output path that is one of the inputs or another output, whatever its extension.
+
+    Keys name the paths as the user gave them (``"--slots-out"``, ``"--checkpoint"``); an input may name a list
+    of paths (shards); None values are skipped. Paths are compared after following symlinks, and existing
+    files by identity (hard links too).
+
+    Raises:
+        OutputPathError: names both paths.
+    """
+    outs = [(name, Path(p)) for name, p in outputs.items() if p is not None]
+    ins = [(name, Path(p)) for name, given in inputs.items() if given is not None
+           for p in (given if isinstance(given, (list, tuple)) else [given])]
+    for i, (name, path) in enumerate(outs):
+        for other, source in ins:
+            if _same_file(path, source):
+                raise OutputPathError(f"{name} {path} is an input ({other} {source}): writing it would destroy "
+                                      "that file; pick another output path")
+        for other, earlier in outs[:i]:
+            if _same_file(path, earlier):
+                raise OutputPathError(f"{other} and {name} are the same file {path}: one would replace the other; "
+                                      "give them different paths")
 
 
 # ---------------------------------------------------------------------------------------------- reading
@@ -241,7 +331,10 @@ class VideoWriter:
             if self.suffix == ".gif":
                 self._gif.append(Image.fromarray(frame).quantize(256))
             else:
-                self._container.mux(self._stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+                try:
+                    self._container.mux(self._stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+                except OSError as e:  # the message names the video, not its hidden partial file
+                    raise write_error(self.path, e) from e
         self.frames_written += len(x)
 
     def _open(self, size: tuple[int, int]) -> None:
@@ -277,15 +370,19 @@ class VideoWriter:
                 self._container.close()
                 self._container = None
             os.replace(self._tmp, self.path)
+        except OSError as e:
+            raise write_error(self.path, e) from e
         finally:
             self.abort()
         return self.path
 
     def abort(self) -> None:
         """Drop the partial file (nothing is written at ``path``)."""
-        if self._container is not None:
-            self._container.close()
-            self._container = None
+        container, self._container = self._container, None
+        if container is not None:
+            # Closing flushes what is buffered, which fails again on a full disk: the file goes anyway.
+            with contextlib.suppress(av.FFmpegError, OSError):
+                container.close()
         if self._tmp is not None:
             self._tmp.unlink(missing_ok=True)
 
@@ -350,16 +447,11 @@ class NpzStreamWriter:
                     shutil.copyfileobj(file, member)
 
     def close(self) -> Path:
-        """Write ``path`` (through a temporary file renamed into place) and drop the parts; returns the path."""
-        tmp = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex[:12]}.part")
+        """Write ``path`` (atomically, ``atomic_write``) and drop the parts; returns the path."""
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._assemble(tmp)
-            os.replace(tmp, self.path)
+            return atomic_write(self.path, lambda tmp: self._assemble(Path(tmp)))
         finally:
-            tmp.unlink(missing_ok=True)
             self.abort()
-        return self.path
 
     def abort(self) -> None:
         """Drop the parts without writing anything."""

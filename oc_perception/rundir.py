@@ -1,4 +1,4 @@
-"""A training run's log dir: one run at a time, and a finished run is never overwritten by accident.
+"""A run's log dir: one run at a time, and a finished run is never overwritten by accident.
 
     with claim_log_dir(log_dir, resuming=False, overwrite=False):
         ...  # train; the lock is held until the block ends (or the process dies)
@@ -12,25 +12,51 @@ import os
 import shutil
 import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from oc_perception.checkpoint import remove_partial_writes
 from oc_perception.config import ConfigError
+from oc_perception.io import write_error
 
 LOCK_NAME = ".lock"
-RUN_FILES = ("model.safetensors", "config.yml", "checkpoints")
+
+
+@dataclass(frozen=True)
+class RunFiles:
+    """What one kind of run writes into its log dir, as glob patterns relative to it."""
+
+    results: tuple[str, ...]  # the run's work: a dir holding one of these holds a run, kept unless --overwrite
+    resumable: tuple[str, ...]  # the results ``--continue`` resumes from
+    # What else it writes (TensorBoard events, its config): removed with the run on --overwrite, and on their own
+    # when no result is there (a run that stopped before it saved anything), so two runs' curves never mix.
+    logs: tuple[str, ...]
+
+
+TRAINING_RUN = RunFiles(results=("model.safetensors", "checkpoints/step_*.pt"),
+                        resumable=("checkpoints/step_*.pt",),
+                        logs=("config.yml", "events.out.tfevents.*", "checkpoints"))
 
 
 class LogDirBusy(ConfigError):
     """Another live process trains in this log dir."""
 
 
-def previous_run(log_dir: Path) -> list[str]:
-    """What of an earlier run ``log_dir`` holds (empty for a fresh dir)."""
-    found = [name for name in RUN_FILES if (log_dir / name).exists()]
-    if "checkpoints" in found and not any((log_dir / "checkpoints").glob("step_*.pt")):
-        found.remove("checkpoints")
-    return found
+def _matches(log_dir: Path, patterns: tuple[str, ...]) -> list[Path]:
+    return sorted(p for pattern in patterns for p in log_dir.glob(pattern))
+
+
+def previous_run(log_dir: Path, files: RunFiles = TRAINING_RUN) -> list[str]:
+    """The results of an earlier run that ``log_dir`` holds, as the patterns that match (empty for a fresh dir)."""
+    return [pattern for pattern in files.results if any(log_dir.glob(pattern))]
+
+
+def _remove(paths: list[Path]) -> None:
+    for target in paths:
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
 
 
 def _pid_alive(pid: int) -> bool:
@@ -44,22 +70,38 @@ def _pid_alive(pid: int) -> bool:
 
 
 @contextlib.contextmanager
-def claim_log_dir(log_dir: str | Path, resuming: bool, overwrite: bool = False) -> Iterator[Path]:
+def claim_log_dir(log_dir: str | Path, resuming: bool, overwrite: bool = False, resumed_dir: str | Path | None = None,
+                  files: RunFiles = TRAINING_RUN) -> Iterator[Path]:
     """Lock ``log_dir`` for this process (``flock`` on ``log_dir/.lock``, which also holds our pid).
+
+    ``resuming`` continues the run of ``resumed_dir`` (default: ``log_dir`` itself); resuming into another dir
+    needs that dir to hold no run (or ``overwrite``). ``files`` says what the kind of run writes.
 
     Raises:
         LogDirBusy: another live process holds the lock.
-        ConfigError: the dir holds an earlier run and neither ``resuming`` nor ``overwrite`` says what to do
-            with it (the message names ``--continue``, a fresh ``--log-dir`` and ``--overwrite``).
+        ConfigError: the dir holds an earlier run and neither ``resuming`` it nor ``overwrite`` says what to do
+            with it (the message names ``--continue`` where there is something to resume, a fresh ``--log-dir``
+            and ``--overwrite``).
+        WriteError: the dir cannot be made or written.
     """
     log_dir = Path(log_dir)
-    earlier = previous_run(log_dir)
-    if earlier and not resuming and not overwrite:
-        raise ConfigError(f"log dir {log_dir} already holds a run ({', '.join(earlier)}): pass --continue "
-                          f"{log_dir} to resume it, a fresh --log-dir, or --overwrite to replace it")
-    log_dir.mkdir(parents=True, exist_ok=True)
+    continuing = resuming and (resumed_dir is None or Path(resumed_dir).resolve() == log_dir.resolve())
+    earlier = previous_run(log_dir, files)
+    if earlier and not continuing and not overwrite:
+        found = ", ".join(earlier)
+        if resuming:
+            raise ConfigError(f"log dir {log_dir} already holds another run ({found}); the resumed run would mix its "
+                              f"files with that one's: leave out --log-dir to go on in {resumed_dir}, pass a fresh "
+                              f"--log-dir, or --overwrite to replace the run in {log_dir}")
+        resume = f"--continue {log_dir} to resume it, " if _matches(log_dir, files.resumable) else ""
+        raise ConfigError(f"log dir {log_dir} already holds a run ({found}): pass {resume}a fresh --log-dir, or "
+                          "--overwrite to replace it")
     lock_path = log_dir / LOCK_NAME
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise write_error(lock_path, e) from e
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -73,13 +115,8 @@ def claim_log_dir(log_dir: str | Path, resuming: bool, overwrite: bool = False) 
                           stacklevel=3)
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
-        if overwrite and not resuming:
-            for name in RUN_FILES:
-                target = log_dir / name
-                if target.is_dir():
-                    shutil.rmtree(target)
-                elif target.exists():
-                    target.unlink()
+        if not continuing:  # (no result is left here unless overwrite says so: checked above)
+            _remove(_matches(log_dir, files.results + files.logs))
         for folder in (log_dir, log_dir / "checkpoints"):
             if folder.is_dir():
                 remove_partial_writes(folder)

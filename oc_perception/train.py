@@ -28,22 +28,23 @@ from torch.utils.data import DataLoader
 from torch.utils.tensorboard import SummaryWriter
 
 from oc_perception.cli import run_or_exit
-from oc_perception.checkpoint import (CheckpointError, config_path, load_training_state, load_weights,
-                                      save_checkpoint, save_step_checkpoint)
+from oc_perception.checkpoint import (CheckpointError, config_path, load_weights, save_checkpoint,
+                                      save_step_checkpoint)
 from oc_perception.config import Config, ConfigError, canonical_config, load_config, to_dict
 from oc_perception.data.clips import FeatureCache, ShardIndex
 from oc_perception.data.datasets import build_dataloader, video_transform
 from oc_perception.data.shards import EmptyDatasetError, ShardError, expand_shards
 from oc_perception.devices import autocast, check_precision, keep_freed_memory, resolve_device
+from oc_perception.io import atomic_write
 from oc_perception.evaluate import evaluate
 from oc_perception.model import SlotContrast
 from oc_perception.model.encoder import BackboneWeightsError
 from oc_perception.rundir import claim_log_dir
-from oc_perception.trainer import TrainLoop, adam_with_schedule, resolve_resume, restore, rng_states
+from oc_perception.trainer import TrainLoop, adam_with_schedule, read_resume_state, restore, rng_states
 
-# Errors that stop a run with one line: bad config, data, or checkpoint. (A ValueError only counts while
-# setting up, so a bug in the loop still shows its traceback.)
-USER_ERRORS = (ConfigError, CheckpointError, ShardError, EmptyDatasetError, FileNotFoundError)
+# Errors that stop a run with one line: bad config, data, or checkpoint, and a diverged loss. (A ValueError only
+# counts while setting up, so a bug in the loop still shows its traceback.)
+USER_ERRORS = (ConfigError, CheckpointError, ShardError, EmptyDatasetError, FileNotFoundError, FloatingPointError)
 
 
 @dataclass
@@ -143,10 +144,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--log-dir", default=None, help="default runs/<config name>")
     ap.add_argument("--continue", dest="resume", default=None, help="log dir or checkpoint to resume from")
     ap.add_argument("--init-from", default=None,
-                    help="start from the weights of this model file (ours), with a fresh optimiser and schedule: "
-                         "fine-tuning, e.g. with another loss; the model config must fit the weights")
+                    help="start from the weights of this model file (ours) or training checkpoint (step_*.pt), with "
+                         "a fresh optimiser and schedule: fine-tuning, e.g. with another loss; the model config must "
+                         "fit the weights")
     ap.add_argument("--overwrite", action="store_true",
-                    help="replace the run in --log-dir (its checkpoints and model) instead of refusing")
+                    help="replace the run in --log-dir (its checkpoints, model and TensorBoard events) instead of "
+                         "refusing")
     args = ap.parse_intermixed_args(argv)  # overrides may come after the options
     keep_freed_memory()
     run_or_exit(train, args, errors=USER_ERRORS)
@@ -157,8 +160,7 @@ def train(args: argparse.Namespace) -> Path:
     if getattr(args, "init_from", None) and args.resume:
         raise ConfigError("--init-from starts a new run from a model's weights; --continue resumes a run: "
                           "pass one of them")
-    resume_path = resolve_resume(args.resume) if args.resume else None
-    state = load_training_state(resume_path) if resume_path else None
+    resume_path, state = read_resume_state(args.resume, "pretraining") if args.resume else (None, None)
     cfg = load_config(config_path(args.config), args.overrides)
     saved = canonical_config(json.loads(state["config"])) if state is not None else None
     current = to_dict(cfg)
@@ -187,7 +189,8 @@ def train(args: argparse.Namespace) -> Path:
 
     # The log dir is made and locked only now, when every check has passed: a bad command leaves nothing.
     main_rank = contextlib.nullcontext() if not d.main else claim_log_dir(
-        log_dir, resuming=state is not None, overwrite=getattr(args, "overwrite", False))
+        log_dir, resuming=state is not None, overwrite=getattr(args, "overwrite", False),
+        resumed_dir=resume_path.parent.parent if resume_path else None)
     with main_rank:
         # ---------------------------------------------------------------- optimiser, schedule, resume
         params = [p for p in model.parameters() if p.requires_grad]
@@ -205,7 +208,8 @@ def train(args: argparse.Namespace) -> Path:
         val_loader = build_dataloader(cfg, args.data_dir, "val") if d.main else None
         writer = SummaryWriter(log_dir, purge_step=step if step else None) if d.main else None
         if d.main:
-            (log_dir / "config.yml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+            text = yaml.safe_dump(to_dict(cfg), sort_keys=False)
+            atomic_write(log_dir / "config.yml", lambda tmp: Path(tmp).write_text(text))
             print(f"training {config_path(args.config).stem} on {device} x{d.world_size}: {log_dir}"
                   + (f" (resumed at step {step})" if step else ""), file=sys.stderr)
 

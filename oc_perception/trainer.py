@@ -10,10 +10,13 @@ checkpoints and a progress bar. Each script keeps its own story (data, model, lo
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
+import signal
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +24,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from oc_perception.checkpoint import CheckpointError
+from oc_perception.checkpoint import CheckpointError, checkpoint_kind, load_training_state, training_state_kind
+from oc_perception.cli import Interrupted
 
 
 def lr_factor(step: int, warmup: int, max_steps: int) -> float:
@@ -50,6 +54,30 @@ def resolve_resume(path: str) -> Path:
     if not p.is_file():
         raise FileNotFoundError(f"--continue {p}: no such checkpoint file or log dir")
     return p
+
+
+TRAINING_COMMANDS = {"pretraining": "python -m oc_perception.train",
+                     "dynamics": "python -m oc_perception.dynamics.train"}
+
+
+def read_resume_state(path: str, kind: str) -> tuple[Path, dict[str, Any]]:
+    """``--continue PATH`` of a ``kind`` ("pretraining" or "dynamics") run -> (the checkpoint file, its training
+    state), or a ``CheckpointError`` saying what the file is and what to pass instead."""
+    resume_path = resolve_resume(path)
+    if checkpoint_kind(resume_path) == "safetensors":
+        fresh = (f"; to start a new run from these weights, pass --init-from {resume_path}"
+                 if kind == "pretraining" else "")
+        raise CheckpointError(f"--continue {resume_path} is a model file (safetensors), not a training state: pass "
+                              f"the run's log dir or one of its checkpoints/step_*.pt{fresh}")
+    state = load_training_state(resume_path)
+    found = training_state_kind(state)
+    if found is None:
+        raise CheckpointError(f"--continue {resume_path} is not a training checkpoint of ours: pass a run's log dir "
+                              "or one of its checkpoints/step_*.pt")
+    if found != kind:
+        raise CheckpointError(f"--continue {resume_path} is a {found} checkpoint, not a {kind} one: resume it with "
+                              f"{TRAINING_COMMANDS[found]} --continue {resume_path}")
+    return resume_path, state
 
 
 def rng_states() -> dict:
@@ -87,6 +115,26 @@ def restore(state: dict, model: torch.nn.Module, optim, sched, source: Path,
     return int(state["step"])
 
 
+@contextlib.contextmanager
+def deferred_interrupts() -> Iterator[None]:
+    """Ctrl-C or SIGTERM during the block takes effect when it ends: an optimiser update is applied whole or not
+    at all, so the state saved on an interrupt is that of a whole number of steps."""
+    signals = (signal.SIGINT, signal.SIGTERM)
+    # Only the main thread may set handlers, and a handler set outside Python (None) could not be put back.
+    if threading.current_thread() is not threading.main_thread() or None in map(signal.getsignal, signals):
+        yield
+        return
+    caught: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: caught.append(signum)) for sig in signals}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if caught:
+        signal.raise_signal(caught[0])  # now, to whatever handled it before
+
+
 class TrainLoop:
     """Optimiser steps from ``step`` to ``trainer_cfg.max_steps``: gradient clipping, the schedule, a stop on a
     non-finite loss, scalars every ``log_every`` steps (losses, lr, grad norm, and the steps/s of this process,
@@ -100,45 +148,70 @@ class TrainLoop:
         self.cfg, self.grad_clip, self.writer = trainer_cfg, grad_clip, writer
 
     def run(self, step: int, compute_losses: Callable[[int], dict[str, torch.Tensor]],
-            validate: Callable[[int], dict[str, float]], save: Callable[[int], Any],
+            validate: Callable[[int], dict[str, float]], save: Callable[[int], Path],
             describe: Callable[[dict[str, float]], str], rng_state: dict | None = None) -> int:
         """``compute_losses(step)`` -> losses with ``loss_total``; ``validate(step)`` -> scalars to log;
-        ``save(step)`` writes a checkpoint; ``describe(results)`` is the line printed after validation;
-        ``rng_state`` (a resumed run's) is set before the first step."""
+        ``save(step)`` writes a checkpoint (``<log dir>/checkpoints/step_*.pt``) and returns its path;
+        ``describe(results)`` is the line printed after validation; ``rng_state`` (a resumed run's) is set before
+        the first step.
+
+        Raises:
+            Interrupted: Ctrl-C or SIGTERM; the state after the last whole step was saved first (the message
+                says where, and names ``--continue``).
+            FloatingPointError: a non-finite loss.
+        """
         if rng_state is not None:
             set_rng_states(rng_state)
         cfg, main = self.cfg, self.writer is not None
         end = min(cfg.max_steps, getattr(cfg, "stop_at", None) or cfg.max_steps)
         bar = tqdm(total=end, initial=step, desc="train", disable=not main, dynamic_ncols=True)
         start_time, start_step = time.perf_counter(), step
-        while step < end:
-            losses = compute_losses(step)
-            self.optim.zero_grad(set_to_none=True)
-            losses["loss_total"].backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip)
-            self.optim.step()
-            self.sched.step()
-            step += 1
-            total = losses["loss_total"].item()
-            if not math.isfinite(total):
-                raise FloatingPointError(f"loss is {total} at step {step}")
-            bar.update(1)
-            if main and (step % cfg.log_every == 0 or step == 1):
-                for key, value in losses.items():
-                    self.writer.add_scalar(f"train/{key}", value.item(), step)
-                self.writer.add_scalar("train/lr", self.sched.get_last_lr()[0], step)
-                self.writer.add_scalar("train/grad_norm", grad_norm.item(), step)
-                rate = (step - start_step) / max(time.perf_counter() - start_time, 1e-9)  # this process's steps
-                self.writer.add_scalar("train/steps_per_s", rate, step)
-                bar.set_postfix(loss=f"{total:.4g}")
-            last = step == end
-            if main and (step % cfg.val_every == 0 or last):
-                with torch.random.fork_rng(devices=[]):  # validation (its DataLoader draws a seed) leaves the
-                    results = validate(step)              # training RNG as it was: runs match whatever val_every
-                for key, value in results.items():
-                    self.writer.add_scalar(key, value, step)
-                bar.write(f"step {step}: {describe(results)}")
-            if main and (step % cfg.ckpt_every == 0 or last):
-                save(step)
-        bar.close()
+        rng_at_step: dict | None = None  # the RNG before the step in progress, for an interrupt to roll back to
+        try:
+            while step < end:
+                rng_at_step = rng_states()
+                losses = compute_losses(step)
+                self.optim.zero_grad(set_to_none=True)
+                losses["loss_total"].backward()
+                grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip)
+                with deferred_interrupts():
+                    self.optim.step()
+                    self.sched.step()
+                    step += 1
+                    rng_at_step = None
+                total = losses["loss_total"].item()
+                if not math.isfinite(total):
+                    raise FloatingPointError(f"loss is {total} at step {step}: training diverged; lower optim.lr, "
+                                             "or check the data for NaN/inf values")
+                bar.update(1)
+                if main and (step % cfg.log_every == 0 or step == 1):
+                    for key, value in losses.items():
+                        self.writer.add_scalar(f"train/{key}", value.item(), step)
+                    self.writer.add_scalar("train/lr", self.sched.get_last_lr()[0], step)
+                    self.writer.add_scalar("train/grad_norm", grad_norm.item(), step)
+                    rate = (step - start_step) / max(time.perf_counter() - start_time, 1e-9)  # this process's steps
+                    self.writer.add_scalar("train/steps_per_s", rate, step)
+                    bar.set_postfix(loss=f"{total:.4g}")
+                last = step == end
+                if main and (step % cfg.val_every == 0 or last):
+                    with torch.random.fork_rng(devices=[]):  # validation (its DataLoader draws a seed) leaves the
+                        results = validate(step)              # training RNG as it was: runs match whatever val_every
+                    for key, value in results.items():
+                        self.writer.add_scalar(key, value, step)
+                    bar.write(f"step {step}: {describe(results)}")
+                if main and (step % cfg.ckpt_every == 0 or last):
+                    save(step)
+        except KeyboardInterrupt:
+            bar.close()
+            if not main:
+                raise
+            if rng_at_step is not None:  # a step cut short drew random numbers its rerun will draw again
+                set_rng_states(rng_at_step)
+            if step == 0:
+                raise Interrupted("stopped before the first step finished; nothing to save") from None
+            path = save(step)
+            raise Interrupted(f"stopped at step {step} of {end}; saved {path}: go on with --continue "
+                              f"{path.parent.parent}") from None
+        finally:
+            bar.close()  # before any message: an error line must not share the bar's line
         return step

@@ -41,6 +41,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv, VectorWrapper
 from gymnasium.vector.utils import batch_space
 
 from oc_perception.checkpoint import DEFAULT_CHECKPOINTS, load_model
+from oc_perception.data.transforms import rgb_conversion
 from oc_perception.devices import Precision, autocast, check_precision
 from oc_perception.model.slotcontrast import SlotContrast, SlotState
 
@@ -76,8 +77,24 @@ def frames_from_observations(observation_space: spaces.Space, render_mode: str |
         return True
     if render_mode == "rgb_array":
         return False
+    if _is_image_space(observation_space):  # an image of another layout: converting it is the nearer fix
+        raise ValueError(f"slot observations need uint8 RGB frames [H, W, 3], but the observations are "
+                         f"{observation_space.dtype} {observation_space.shape} images: convert them in a wrapper "
+                         f"inside this one ({rgb_conversion(observation_space.dtype, observation_space.shape)}), "
+                         f"or {RENDER_FIX}")
     raise ValueError(f"slot observations need RGB frames, but the observations ({observation_space}) are not "
                      f"uint8 [H, W, 3] images and render_mode is {render_mode!r}: {RENDER_FIX}")
+
+
+def _is_image_space(space: spaces.Space) -> bool:
+    """A ``Box`` that holds images other than uint8 ``[H, W, 3]``: ``[H, W, C]`` or ``[C, H, W]`` of any dtype,
+    or uint8 grey ``[H, W]`` (a float ``[N, M]`` box is a table of states, not an image)."""
+    if not isinstance(space, spaces.Box):
+        return False
+    shape = space.shape
+    if len(shape) == 3:
+        return shape[-1] in (1, 3, 4) or shape[0] in (1, 3, 4)
+    return len(shape) == 2 and space.dtype == np.uint8
 
 
 def check_frames(frames: np.ndarray | Sequence[Any], source: str) -> np.ndarray:
@@ -97,8 +114,8 @@ def check_frames(frames: np.ndarray | Sequence[Any], source: str) -> np.ndarray:
     if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
         raise ValueError(
             f"{source} gave a frame of dtype {frames.dtype} and shape {frames.shape[1:]}, but the slot model takes "
-            "uint8 RGB frames [H, W, 3]; convert them in a wrapper inside this one (drop an alpha channel, or map "
-            "floats in [0, 1] to uint8 with (x * 255).round().astype(np.uint8))"
+            f"uint8 RGB frames [H, W, 3]; convert them in a wrapper inside this one "
+            f"({rgb_conversion(frames.dtype, frames.shape[1:])})"
         )
     return frames
 

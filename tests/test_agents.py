@@ -209,6 +209,52 @@ def test_ppo_baselines(obs, tmp_path, capsys):
     assert str(result.tensorboard_dir) in line and str(result.video_path) in line
 
 
+def _quick(log_dir: Path, *extra: str) -> ppo.RunResult:
+    """A state run of a few rollouts, evaluated every rollout."""
+    return ppo.main([str(CONFIG), *TINY, "eval_freq=256", "--obs", "state", "--total-timesteps", "512", "--device",
+                     "cpu", "--no-progress", "--log-dir", str(log_dir), *extra])
+
+
+def test_a_finished_ppo_run_is_refused_and_overwrite_replaces_it_whole(tmp_path, capsys):
+    log = tmp_path / "run"
+    _quick(log)
+    before = (log / "model.zip").read_bytes()
+    with pytest.raises(SystemExit) as exit_info:
+        _quick(log)
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert exit_info.value.code == 2 and line.startswith(f"error: log dir {log} already holds a run (model.zip")
+    assert f"--continue {log}" in line and "--overwrite" in line and (log / "model.zip").read_bytes() == before
+    result = _quick(log, "--overwrite")
+    assert [p.name for p in log.glob("tensorboard_*")] == ["tensorboard_1"] and result.steps == 512
+    assert [t for t, _ in result.curve] == [256, 512]
+
+
+def test_ctrl_c_saves_the_ppo_model_and_continue_goes_on(tmp_path, capsys, monkeypatch):
+    log = tmp_path / "cut"
+    update, updates = PPO.train, []
+
+    def interrupted_in_update_2(self):
+        updates.append(1)
+        if len(updates) == 2:
+            raise KeyboardInterrupt
+        update(self)
+
+    monkeypatch.setattr(PPO, "train", interrupted_in_update_2)
+    with pytest.raises(SystemExit) as exit_info:
+        _quick(log, "--total-timesteps", "1024")
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert exit_info.value.code == 130
+    assert line.startswith(f"interrupted: stopped at 512 of 1,024 env steps; saved the policy and its optimiser in "
+                           f"{log / 'model.zip'}: go on with --continue {log}")
+    assert PPO.load(log / "model.zip", device="cpu").num_timesteps == 512
+    monkeypatch.undo()
+    result = _quick(log, "--total-timesteps", "1024", "--continue", str(log))
+    assert result.steps == 1024 and [t for t, _ in result.curve] == [256, 512, 768, 1024]
+    with pytest.raises(SystemExit):  # another config is not the run to go on with
+        _quick(log, "--total-timesteps", "2048", "ppo.lr=1e-3", "--continue", str(log))
+    assert "was trained with another config (differs in: ppo)" in capsys.readouterr().err
+
+
 def test_saved_agent_loads_and_evaluates(slots_run, perception_checkpoint, tmp_path):
     cfg = load_agent_config(CONFIG, [*TINY, "obs=slots"])
     venv = make_vec_env(cfg, "slots", 2, load_checkpoint(perception_checkpoint))

@@ -242,3 +242,74 @@ def test_truncated_data_and_unwritable_out_are_one_line_errors(data_dir, trained
     with pytest.raises(SystemExit) as e:
         evaluate_cli.main(["--dynamics", str(trained), "--out", str(tmp_path / "a_file" / "eval")])
     assert e.value.code == 2 and "cannot write there" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------- misfits
+def test_non_finite_slots_and_a_zero_horizon_are_named(data_dir, trained, tmp_path, capsys, monkeypatch):
+    import shutil
+
+    from oc_perception.dynamics.data import save_split
+
+    for split in ("train", "val"):
+        copy = tmp_path / split
+        shutil.copytree(data_dir, copy)
+        arrays = load_split(copy, split, frames=True)
+        arrays["slots"][1, 2, 0, 0] = np.nan
+        save_split(copy, split, arrays)
+        with pytest.raises(SystemExit) as e:
+            train(copy, tmp_path / f"log_{split}")
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert e.value.code == 2 and err.startswith(f"error: {copy / f'{split}.npz'}: the slots of 1 of ")
+        assert "hold NaN or inf (first: trajectory 1)" in err
+    monkeypatch.setattr(evaluate_cli, "evaluate", lambda *a, **k: pytest.fail("evaluation ran"))
+    with pytest.raises(SystemExit) as e:
+        evaluate_cli.main(["--dynamics", str(trained), "--horizon", "0", "--out", str(tmp_path / "eval")])
+    assert e.value.code == 2 and "--horizon 0: must be at least 1" in capsys.readouterr().err
+
+
+def test_evaluate_refuses_another_perception_model_than_the_datas(data_dir, perception, trained, tmp_path, capsys,
+                                                                  monkeypatch):
+    import shutil
+
+    torch.manual_seed(1)
+    cfg = load_config(None, tiny_overrides("cnn") + ["model.encoder.input_size=64"])
+    other = save_checkpoint(SlotContrast(cfg.model), tmp_path / "other.safetensors")
+    monkeypatch.setattr(evaluate_cli, "evaluate", lambda *a, **k: pytest.fail("evaluation ran"))
+    with pytest.raises(SystemExit) as e:
+        evaluate_cli.main(["--dynamics", str(trained), "--checkpoint", str(other), "--out", str(tmp_path / "eval")])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and f"the slots in {data_dir} were made by {perception.resolve()}, not by {other}" in err
+
+    class Ran(Exception):
+        pass
+
+    def ran(*args, **kwargs):
+        raise Ran
+
+    monkeypatch.setattr(evaluate_cli, "evaluate", ran)  # a copy of the same model is the same model
+    with pytest.raises(Ran):
+        copy = shutil.copy(perception, tmp_path / "copy.safetensors")
+        evaluate_cli.main(["--dynamics", str(trained), "--checkpoint", str(copy), "--out", str(tmp_path / "eval")])
+
+
+def test_slot_prediction_names_a_dynamics_model_of_another_env(tmp_path):
+    import gymnasium as gym
+
+    from oc_perception.dynamics import SlotPrediction, save_dynamics
+
+    path = save_dynamics(random_model(action_dim=5), tmp_path / "dyn.safetensors",
+                         metadata={"env": "oc/ShapesPush-v0"})
+
+    class SlotEnv(gym.Env):
+        def __init__(self, slot_dim: int, action_space: gym.Space) -> None:
+            self.observation_space = gym.spaces.Box(-np.inf, np.inf, (K, slot_dim), np.float32)
+            self.action_space = action_space
+            self.spec = gym.envs.registration.EnvSpec("oc/PandaPush-v0")
+
+    with pytest.raises(ValueError, match="the dynamics model .*dyn.safetensors \\(trained on oc/ShapesPush-v0\\) "
+                                         "takes actions of size 5, but oc/PandaPush-v0 acts with Box"):
+        SlotPrediction(SlotEnv(D, gym.spaces.Box(-1, 1, (4,), np.float32)), path)
+    with pytest.raises(ValueError, match=f"predicts slots \\[K, {D}\\], but oc/PandaPush-v0 observes"):
+        SlotPrediction(SlotEnv(D + 1, gym.spaces.Discrete(5)), path)
+    with pytest.warns(UserWarning, match="was trained on oc/ShapesPush-v0, but the env is oc/PandaPush-v0"):
+        SlotPrediction(SlotEnv(D, gym.spaces.Discrete(5)), path)

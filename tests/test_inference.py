@@ -163,7 +163,9 @@ def test_cli(cnn_checkpoint, video, tmp_path, monkeypatch, capsys):
         ["--checkpoint", str(cnn_checkpoint), "--video", str(video), "--out", "slots.avi"],
     ]
     for argv in failures:
-        assert main(argv) == 2
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == 2
         err = capsys.readouterr().err
         assert err.startswith("error: ") and err.count("\n") == 1, err
     with pytest.raises(SystemExit) as exit_info:  # argparse: usage and "error: argument --chunk: must be >= 1"

@@ -23,7 +23,7 @@ from oc_perception import SlotContrast, io
 from oc_perception.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from oc_perception.config import ConfigError, load_config
 from oc_perception.data.shards import write_shards
-from oc_perception.inference import check_output_paths, display_size, infer_video
+from oc_perception.inference import display_size, infer_video
 from oc_perception.io import VideoReader
 from oc_perception.model.encoder import BackboneWeightsError, ViTEncoder
 from oc_perception.rundir import LOCK_NAME, LogDirBusy, claim_log_dir
@@ -68,9 +68,11 @@ def test_a_finished_run_is_never_overwritten(data_dir, tmp_path, capsys):
     assert "already holds a run" in line and "--continue" in line and "--overwrite" in line
     assert (log / "model.safetensors").read_bytes() == before
     assert sorted(p.name for p in (log / "checkpoints").glob("step_*.pt")) == ["step_00000002.pt"]
-    # --overwrite replaces it: the new run's checkpoints are its own, none of the old ones survive.
+    # --overwrite replaces it: the new run's checkpoints and TensorBoard curves are its own, none of the old ones
+    # survive.
     train_main(train_argv(data_dir, log, steps=1, extra=["--overwrite"]))
     assert sorted(p.name for p in (log / "checkpoints").glob("step_*.pt")) == ["step_00000001.pt"]
+    assert len(list(log.glob("events.out.tfevents.*"))) == 1
 
 
 def test_one_run_per_log_dir_and_stale_locks_are_taken_over(data_dir, tmp_path, capsys):
@@ -210,11 +212,13 @@ def test_vector_wrappers_name_the_right_class():
 
 # ------------------------------------------------------------------------------------------------- videos
 def test_inference_outputs_never_replace_inputs_or_each_other(tmp_path):
+    from oc_perception.io import OutputPathError, check_outputs
+
     video = tmp_path / "in.mp4"
-    with pytest.raises(ValueError, match="is the input video"):
-        check_output_paths(video, video, None)
-    with pytest.raises(ValueError, match="--out and --slots-out are the same file"):
-        check_output_paths(video, tmp_path / "x.npz", tmp_path / "x.npz")
+    with pytest.raises(OutputPathError, match="is an input \\(--video"):
+        check_outputs({"--out": video}, {"--video": video})
+    with pytest.raises(OutputPathError, match="--out and --slots-out are the same file"):
+        check_outputs({"--out": tmp_path / "x.npz", "--slots-out": tmp_path / "x.npz"}, {"--video": video})
     with pytest.raises(ValueError, match="fps must be > 0"):
         infer_video(tiny_model(), tmp_path / "missing.mp4", fps=0)
 
@@ -335,3 +339,330 @@ def test_our_checkpoint_with_another_config_is_named_before_any_build(tmp_path, 
     with pytest.raises(CheckpointError, match="encoder.backbone: checkpoint 'cnn' vs config "
                                               "'vit_small_patch14_dinov2'.*leave out --config"):
         load_checkpoint(path, cfg=load_config("configs/pretrain/movi_c.yml").model)
+
+
+# ------------------------------------------------------------------------------------------------- outputs over inputs
+def test_no_output_is_written_over_an_input(data_dir, tmp_path, capsys):
+    from oc_perception.evaluate import main as evaluate_main
+    from oc_perception.inference import main as infer_main
+
+    model = save_checkpoint(tiny_model(), tmp_path / "model.safetensors")
+    before = model.read_bytes()
+    video = io.write_video(tmp_path / "clip.mp4", np.zeros((2, 32, 32, 3), np.uint8), fps=5, scale=1)
+    os.link(model, tmp_path / "hard_link.npz")
+    for flag, target in (("--slots-out", model), ("--slots-out", tmp_path / "hard_link.npz"), ("--out", model)):
+        line = one_line_error(capsys, infer_main, ["--checkpoint", str(model), "--video", str(video), flag,
+                                                   str(target)])
+        assert f"{flag} {target} is an input (--checkpoint {model})" in line
+    argv = ["configs/pretrain/shapes_stage1.yml", "data.val_shards=sq/sq-validation-*.tar", "--checkpoint", str(model),
+            "--data-dir", str(data_dir), "--device", "cpu"]
+    for flag in ("--out", "--overlays"):
+        line = one_line_error(capsys, evaluate_main, [*argv, flag, str(model)])
+        assert f"{flag} {model} is an input (--checkpoint {model})" in line
+    shard = sorted((data_dir / "sq").glob("sq-validation-*.tar"))[0]
+    assert "is an input (validation shards" in one_line_error(capsys, evaluate_main, [*argv, "--out", str(shard)])
+    assert model.read_bytes() == before and not list(tmp_path.glob(".*"))
+
+
+# ------------------------------------------------------------------------------------------------- run dirs
+def test_continue_into_another_finished_run_is_refused(data_dir, tmp_path, capsys):
+    train_main(train_argv(data_dir, tmp_path / "a", steps=3, extra=["trainer.stop_at=1"]))  # A stopped at step 1
+    train_main(train_argv(data_dir, tmp_path / "b", steps=2))
+    before = {p.name: p.read_bytes() for p in (tmp_path / "b").rglob("*") if p.is_file()}
+    line = one_line_error(capsys, train_main, train_argv(data_dir, tmp_path / "b", steps=3) + [
+        "--continue", str(tmp_path / "a")])
+    assert f"log dir {tmp_path / 'b'} already holds another run" in line and f"go on in {tmp_path / 'a'}" in line
+    assert {p.name: p.read_bytes() for p in (tmp_path / "b").rglob("*") if p.is_file()} == before
+    assert [p.name for p in (tmp_path / "a" / "checkpoints").glob("step_*.pt")] == ["step_00000001.pt"]
+
+
+def test_a_run_that_failed_at_its_first_step_can_be_run_again(data_dir, tmp_path, capsys, monkeypatch):
+    log = tmp_path / "nan"
+    monkeypatch.setattr("oc_perception.model.slotcontrast.slot_slot_contrastive_loss",
+                        lambda slots, *a: slots.sum() * float("nan"))
+    line = one_line_error(capsys, train_main, train_argv(data_dir, log))
+    assert "loss is nan at step 1: training diverged" in line
+    monkeypatch.undo()
+    train_main(train_argv(data_dir, log, steps=1))  # the dir held no checkpoint: nothing to refuse or resume
+    assert len(list(log.glob("events.out.tfevents.*"))) == 1
+
+
+def test_one_frame_clips_train(data_dir, tmp_path):
+    from oc_perception.model.losses import slot_slot_contrastive_loss
+
+    assert slot_slot_contrastive_loss(torch.randn(2, 1, 4, 8)).item() == 0.0
+    train_main(train_argv(data_dir, tmp_path / "t1", steps=2, extra=["data.chunk_size=1"]))
+    assert (tmp_path / "t1" / "checkpoints" / "step_00000002.pt").is_file()
+
+
+# ------------------------------------------------------------------------------------------------- YAML
+def test_keys_given_twice_are_refused_in_every_config(tmp_path):
+    from agents.config import load_agent_config
+    from oc_perception.dynamics.config import load_dynamics_config
+
+    cases = [
+        (load_config, "optim:\n  lr: 1.0e-3\ntrainer:\n  seed: 3\noptim:\n  warmup_steps: 10\n", "key 'optim'", 5),
+        (load_config, "model:\n  loss:\n    ss_weight: 1.0\n    ss_weight: 0.5\n", "key 'ss_weight'", 4),
+        (load_agent_config, "env_id: oc/ShapesPush-v0\nppo:\n  lr: 1.0e-4\nppo:\n  n_steps: 64\n", "key 'ppo'", 4),
+        (load_dynamics_config, "data:\n  burn_in: 4\n  burn_in: 6\n", "key 'burn_in'", 3),
+    ]
+    for load, text, key, line in cases:
+        path = tmp_path / "twice.yml"
+        path.write_text(text)
+        with pytest.raises(ConfigError, match=f"twice.yml at line {line}, column \\d+: {key} is given twice"):
+            load(path)
+    with pytest.raises(ConfigError, match="override 'model.loss' at line 1, column \\d+: key 'ss_weight' is given"):
+        load_config(None, ["model.loss={ss_weight: 1, ss_weight: 2}"])
+    # A merge key ("<<: *base") brings keys in for the mapping to override: that is not a key given twice.
+    (tmp_path / "merge.yml").write_text("optim:\n  <<: {lr: 1.0e-3, eps: 1.0e-6}\n  lr: 2.0e-3\n")
+    assert load_config(tmp_path / "merge.yml").optim.lr == 2.0e-3
+
+
+def test_alias_bombs_are_refused_and_values_are_never_printed_whole(tmp_path):
+    # 9 levels of 9 references under a key we read: ~300 bytes that expand to 9 ** 9 values.
+    levels = ["&a [x, x, x, x, x, x, x, x, x]"] + [f"&{name} [{', '.join([f'*{prev}'] * 9)}]"
+                                                   for prev, name in zip("abcdefgh", "bcdefghi")]
+    bomb = tmp_path / "bomb.yml"
+    bomb.write_text(f"model:\n  num_slots: [{', '.join(levels)}]\n")
+    start = time.perf_counter()
+    with pytest.raises(ConfigError, match="aliases expand to more than 10,000 values") as e:
+        load_config(bomb)
+    assert len(str(e.value)) < 300 and time.perf_counter() - start < 5
+    long_list = "[" + ", ".join(["7"] * 5000) + "]"
+    with pytest.raises(ConfigError, match="model.num_slots: expected int") as e:
+        load_config(None, [f"model.num_slots={long_list}"])
+    assert len(str(e.value)) < 200
+
+
+# ------------------------------------------------------------------------------------------------- interrupts, disks
+def test_ctrl_c_in_training_saves_the_last_whole_step_and_resumes_exactly(data_dir, tmp_path, capsys, monkeypatch):
+    import signal
+
+    from oc_perception.checkpoint import load_training_state
+    from oc_perception.train import TrainStep
+    from oc_perception.trainer import deferred_interrupts
+
+    done = []
+    with pytest.raises(KeyboardInterrupt):  # an update is applied whole: Ctrl-C takes effect after it
+        with deferred_interrupts():
+            os.kill(os.getpid(), signal.SIGINT)
+            done.append("the rest of the update")
+    assert done == ["the rest of the update"]
+
+    train_main(train_argv(data_dir, tmp_path / "straight", steps=4))
+    forward, calls = TrainStep.forward, []
+
+    def interrupted_in_step_3(self, batch):
+        out = forward(self, batch)  # the step's random draws happen before the interrupt
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return out
+
+    monkeypatch.setattr(TrainStep, "forward", interrupted_in_step_3)
+    log = tmp_path / "cut"
+    with pytest.raises(SystemExit) as exit_info:
+        train_main(train_argv(data_dir, log, steps=4))
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert exit_info.value.code == 130
+    assert line == (f"interrupted: stopped at step 2 of 4; saved {log / 'checkpoints' / 'step_00000002.pt'}: go on "
+                    f"with --continue {log}")
+    monkeypatch.undo()
+    train_main(train_argv(data_dir, log, steps=4) + ["--continue", str(log)])
+    straight = load_training_state(tmp_path / "straight" / "checkpoints" / "step_00000004.pt")["model"]
+    resumed = load_training_state(log / "checkpoints" / "step_00000004.pt")["model"]
+    for key, value in straight.items():
+        assert torch.equal(value, resumed[key]), key
+
+
+def test_full_disk_and_read_only_log_dir_are_named(data_dir, tmp_path, capsys, monkeypatch):
+    import errno
+    import shutil
+
+    def full_disk(*args, **kwargs):
+        raise RuntimeError("[enforce fail at inline_container.cc:603] . unexpected pos 4160 vs 4054")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9, 0))
+    log = tmp_path / "full"
+    line = one_line_error(capsys, train_main, train_argv(data_dir, log, steps=1))
+    assert line == (f"error: cannot write {log / 'checkpoints' / 'step_00000001.pt'}: the disk holding "
+                    f"{log / 'checkpoints'} is full (0 MiB free); free some space there or write to another disk")
+    assert not list(log.rglob(".*.tmp"))
+    monkeypatch.undo()
+
+    read_only = tmp_path / "read_only"
+    real_open, real_mkdir = os.open, os.mkdir
+
+    def refuse(path):
+        if str(path).startswith(str(read_only)):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+
+    monkeypatch.setattr(os, "open", lambda path, *a, **k: refuse(path) or real_open(path, *a, **k))
+    monkeypatch.setattr(os, "mkdir", lambda path, *a, **k: refuse(path) or real_mkdir(path, *a, **k))
+    line = one_line_error(capsys, train_main, train_argv(data_dir, read_only, steps=1))
+    assert line == (f"error: cannot write {read_only / '.lock'}: {read_only} is not writable (Read-only file "
+                    "system); pick a folder you can write to")
+
+
+def test_sigterm_or_a_full_disk_in_inference_leave_no_partial_file(tmp_path, capsys, monkeypatch):
+    import errno
+    import signal
+
+    from oc_perception import inference
+
+    checkpoint = save_checkpoint(tiny_model(), tmp_path / "model.safetensors")
+    video = io.write_video(tmp_path / "clip.mp4", np.zeros((6, 32, 32, 3), np.uint8), fps=5, scale=1)
+    out = tmp_path / "out"
+    argv = ["--checkpoint", str(checkpoint), "--video", str(video), "--chunk", "2", "--out", str(out / "s.mp4"),
+            "--slots-out", str(out / "s.npz")]
+    run_inference = inference.run_inference
+
+    def terminated_after_one_chunk(*args):
+        for i, chunk in enumerate(run_inference(*args)):
+            yield chunk
+            if i == 0:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    def unhandled(signum, frame):  # without a handler of the command's own, SIGTERM would end pytest itself
+        raise RuntimeError("SIGTERM reached the test's own handler")
+
+    monkeypatch.setattr(inference, "run_inference", terminated_after_one_chunk)
+    previous = signal.signal(signal.SIGTERM, unhandled)
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            inference.main(argv)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert exit_info.value.code == 130 and line.startswith("interrupted: stopped before the end; files that were")
+    assert not list(out.iterdir())
+    monkeypatch.undo()
+
+    class FullDisk:
+        def __init__(self, container):
+            self.container = container
+
+        def mux(self, packets):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        def close(self):  # flushing on close fails again
+            self.container.close()
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    open_video = io.VideoWriter._open
+
+    def open_on_a_full_disk(self, size):
+        open_video(self, size)
+        self._container = FullDisk(self._container)
+
+    monkeypatch.setattr(io.VideoWriter, "_open", open_on_a_full_disk)
+    line = one_line_error(capsys, inference.main, argv)
+    assert line.startswith(f"error: cannot write {out / 's.mp4'}: the disk holding {out} is full")
+    assert not list(out.iterdir())
+
+
+# ------------------------------------------------------------------------------------------------- resume targets
+def test_continue_and_init_from_name_what_the_file_is(data_dir, tmp_path, capsys):
+    from oc_perception.checkpoint import CHECKPOINT_DIR, load_training_state, load_weights, save_training_state
+
+    run = tmp_path / "run"
+    train_main(train_argv(data_dir, run, steps=1))
+    step = run / "checkpoints" / "step_00000001.pt"
+    dynamics = tmp_path / "dyn" / "checkpoints" / "step_00000003.pt"
+    save_training_state(dynamics, {"model": {}, "optimizer": {}, "scheduler": {}, "step": 3, "rng": {},
+                                   "config": '{"model": {}, "data": {"burn_in": 6}, "loss": {}}'})
+    cases = [
+        (run / "model.safetensors", "is a model file (safetensors), not a training state: pass the run's log dir or "
+                                    f"one of its checkpoints/step_*.pt; to start a new run from these weights, pass "
+                                    f"--init-from {run / 'model.safetensors'}"),
+        (CHECKPOINT_DIR / "panda.safetensors", "is a model file (safetensors)"),
+        (dynamics, "is a dynamics checkpoint, not a pretraining one: resume it with python -m "
+                   "oc_perception.dynamics.train --continue"),
+    ]
+    for target, message in cases:
+        line = one_line_error(capsys, train_main, train_argv(data_dir, tmp_path / "new", steps=2) + [
+            "--continue", str(target)])
+        assert message in line, line
+    model = SlotContrast(load_config(run / "config.yml").model)
+    load_weights(model, step)
+    for key, value in load_training_state(step)["model"].items():
+        assert torch.equal(model.state_dict()[key], value), key
+    train_main(train_argv(data_dir, tmp_path / "fine", steps=1) + ["--init-from", str(step)])
+    assert "a slot dynamics training checkpoint" in one_line_error(
+        capsys, train_main, train_argv(data_dir, tmp_path / "fine2", steps=1) + ["--init-from", str(dynamics)])
+
+
+# ------------------------------------------------------------------------------------------------- data and values
+@pytest.mark.parametrize("frames, conversion", [
+    (np.zeros((8, 32, 32, 3), np.float32), "map floats in [0, 1] to uint8"),
+    (np.zeros((8, 32, 32), np.uint8), "stack the grey frames to RGB"),
+    (np.zeros((8, 32, 32, 4), np.uint8), "drop the alpha channel (x[..., :3])"),
+    (np.zeros((8, 32, 32, 3), np.int16), "rescale the int16 values to 0..255"),
+])
+def test_shards_of_other_frame_formats_name_the_shard_and_the_conversion(frames, conversion, tmp_path):
+    from oc_perception.data.clips import ShardIndex
+    from oc_perception.data.datasets import ValidationVideos
+    from oc_perception.data.shards import ShardError, read_shard
+
+    (shard,) = write_shards([{"video": frames}], str(tmp_path / "x-%06d.tar"))
+    where = f"{shard}: video 000000 is {frames.dtype} {list(frames.shape)}, but videos must be uint8 RGB"
+    for read in (lambda: ShardIndex([shard]), lambda: ValidationVideos([shard], None), lambda: list(read_shard(shard))):
+        with pytest.raises(ShardError) as e:
+            read()
+        assert where in str(e.value) and conversion in str(e.value)
+
+
+def test_values_the_model_cannot_take_are_refused(tmp_path, monkeypatch):
+    import json
+
+    from safetensors.torch import save_file
+
+    for override, message in (("model.num_slots=1000000000", "model.num_slots=1000000000: must be at most 1024"),
+                              ("model.mean=[0.5, 0.5]", "model.mean=[0.5, 0.5]: must be 3 finite numbers"),
+                              ("model.std=[0, 0, 0]", "model.std=[0.0, 0.0, 0.0]: must be positive")):
+        with pytest.raises(ConfigError, match=message.replace("[", "\\[").replace("]", "\\]")):
+            load_config(None, [override])
+    good = save_checkpoint(tiny_model(), tmp_path / "good.safetensors")
+    with safe_open(str(good), framework="pt") as f:
+        meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    stored = json.loads(meta["config"])
+    for config, message in ((["not", "a", "mapping"], "must be a mapping of names to values, got ['not', 'a'"),
+                            ({**stored, "num_slots": 10**9}, "model.num_slots=1000000000: must be at most 1024")):
+        save_file(tensors, tmp_path / "bad.safetensors", metadata={**meta, "config": json.dumps(config)})
+        with pytest.raises(CheckpointError, match="the stored model config is unreadable") as e:
+            load_checkpoint(tmp_path / "bad.safetensors")
+        assert message in str(e.value)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ValueError, match="unknown backbone 'vit_small_patch14_dinov3x': timm has no model"):
+        ViTEncoder("vit_small_patch14_dinov3x", pretrained=True)
+
+
+@pytest.mark.parametrize("shape, dtype, conversion", [
+    ((8, 8, 4), np.uint8, "drop the alpha channel (x[..., :3])"),
+    ((8, 8), np.uint8, "stack the grey frames to RGB"),
+    ((3, 8, 8), np.uint8, "move the channels last (np.moveaxis(x, -3, -1))"),
+    ((8, 8, 3), np.float32, "map floats in [0, 1] to uint8"),
+])
+def test_image_observations_of_another_layout_name_the_conversion(shape, dtype, conversion):
+    from oc_perception.wrappers import SlotObservation
+
+    class OtherImages(gym.Env):
+        observation_space = gym.spaces.Box(0, 1, shape, dtype)
+        action_space = gym.spaces.Discrete(2)
+
+    with pytest.raises(ValueError, match="convert them in a wrapper inside this one") as e:
+        SlotObservation(OtherImages(), checkpoint=tiny_model())
+    assert conversion in str(e.value) and 'render_mode="rgb_array"' in str(e.value)
+
+
+def test_a_bundled_model_of_another_env_is_named(tmp_path):
+    import shutil
+
+    from oc_perception.checkpoint import CHECKPOINT_DIR, load_model
+
+    copy = shutil.copy(CHECKPOINT_DIR / "panda.safetensors", tmp_path / "mine.safetensors")
+    for path in (CHECKPOINT_DIR / "panda.safetensors", copy):
+        with pytest.warns(UserWarning, match=f"checkpoint {path} is the bundled model of oc/PandaPush-v0, but the "
+                                             "env is oc/ShapesOddOneOut-v0"):
+            load_model(path, "cpu", env_id="oc/ShapesOddOneOut-v0")

@@ -22,7 +22,8 @@ import torch
 from torch.utils.data import Dataset, Sampler
 from tqdm import tqdm
 
-from oc_perception.data.shards import SEGMENTATIONS, VIDEO, EmptyDatasetError, ShardError, segmentation_to_labels
+from oc_perception.data.shards import (SEGMENTATIONS, VIDEO, EmptyDatasetError, ShardError, check_video,
+                                        segmentation_to_labels)
 from oc_perception.data.transforms import VideoTransform, sample_chunk_start
 from oc_perception.io import atomic_write
 
@@ -44,13 +45,13 @@ class VideoEntry:
     num_frames: int
 
 
-def _npy_frames(tar: tarfile.TarFile, info: tarfile.TarInfo) -> int:
-    """Number of frames of a stored video from its .npy header alone."""
+def _npy_header(tar: tarfile.TarFile, info: tarfile.TarInfo) -> tuple[tuple[int, ...], np.dtype]:
+    """(shape, dtype) of a stored array from its .npy header alone."""
     f = tar.extractfile(info)
     major, _ = np.lib.format.read_magic(f)
     read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
-    shape, _, _ = read_header(f)
-    return int(shape[0])
+    shape, _, dtype = read_header(f)
+    return shape, dtype
 
 
 class ShardIndex:
@@ -74,7 +75,9 @@ class ShardIndex:
                         name = name[: -len(".npy")]
                         members.setdefault(key, {})[name] = Member(str(shard), info.offset_data, info.size)
                         if name == VIDEO:
-                            frames[key] = _npy_frames(tar, info)
+                            shape, dtype = _npy_header(tar, info)
+                            check_video(dtype, shape, f"{shard}: video {key}")
+                            frames[key] = int(shape[0])
             except (tarfile.TarError, OSError, ValueError) as e:
                 raise ShardError(f"cannot read shard {shard}: {e}; the file is corrupt or truncated, re-create it") from e
             for key, named in members.items():

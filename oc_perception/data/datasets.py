@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, IterableDataset, default_collate, get_w
 
 from oc_perception.config import Config
 from oc_perception.data.clips import FeatureCache, ShardIndex, StepSampler, TrainClips
-from oc_perception.data.shards import SEGMENTATIONS, VIDEO, expand_shards, iter_videos, require_videos, segmentation_to_labels
+from oc_perception.data.shards import SEGMENTATIONS, VIDEO, expand_shards, iter_videos, segmentation_to_labels
 from oc_perception.data.transforms import VideoTransform
 
 SPLITS = {"train": "train", "val": "val", "validation": "val"}
@@ -39,7 +39,7 @@ class ValidationVideos(IterableDataset):
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is outside [0, world_size={world_size})")
         self.shards = [Path(p) for p in shards]
-        require_videos(self.shards)
+        ShardIndex(self.shards)  # here, in this process: an empty or unreadable shard or a bad video is named now
         self.transform, self.max_videos, self.rank, self.world_size = transform, max_videos, rank, world_size
 
     def _videos(self) -> Iterator[dict]:

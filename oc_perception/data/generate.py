@@ -28,8 +28,8 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-import yaml
 
+from oc_perception.cli import yaml_mapping
 from oc_perception.data.shards import EmptyDatasetError, write_shards
 
 Policy = Callable[[Any, dict], Any]
@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> None:
         "--val-episodes", type=int, default=None, help="validation videos (default: episodes // 10, at least 1)"
     )
     parser.add_argument("--image-size", type=int, default=None, help="passed as image_size= to the env (ours: 64)")
-    parser.add_argument("--env-kwargs", type=yaml.safe_load, default=None,
+    parser.add_argument("--env-kwargs", type=yaml_mapping, default=None,
                         help="more env constructor arguments, a YAML mapping, e.g. '{render_width: 64, render_height: 64}'")
     parser.add_argument("--policy", default=None,
                         help=f"'random' or MODULE:NAME (default: {OUR_POLICY} for oc/* ids, else random)")
@@ -194,8 +194,6 @@ def generate(args: argparse.Namespace) -> None:
     if args.image_size is not None and args.image_size < 1:
         raise ValueError(f"--image-size {args.image_size}: must be at least 1")
     policy = load_policy(args.policy or (OUR_POLICY if args.env.startswith("oc/") else "random"))
-    if args.env_kwargs is not None and not isinstance(args.env_kwargs, dict):
-        raise ValueError(f"--env-kwargs {args.env_kwargs!r}: expected a YAML mapping such as '{{render_width: 64}}'")
     env_kwargs = {**(args.env_kwargs or {}), **({} if args.image_size is None else {"image_size": args.image_size})}
     make_env(args.env, args.steps, env_kwargs).close()  # a bad id or argument stops here, before any file
     name = args.name or env_name(args.env)

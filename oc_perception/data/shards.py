@@ -23,6 +23,8 @@ import numpy as np
 import webdataset as wds
 from tqdm import tqdm
 
+from oc_perception.data.transforms import rgb_conversion
+
 VIDEO = "video"
 SEGMENTATIONS = "segmentations"
 
@@ -33,6 +35,14 @@ class ShardError(RuntimeError):
 
 class EmptyDatasetError(ValueError):
     """Shards exist but hold no videos."""
+
+
+def check_video(dtype: np.dtype, shape: Sequence[int], where: str) -> None:
+    """Raise a ShardError unless a stored video of this dtype and shape is uint8 RGB ``[T, H, W, 3]``; ``where``
+    names the shard and video, and the message the conversion."""
+    if np.dtype(dtype) != np.uint8 or len(shape) != 4 or shape[-1] != 3:
+        raise ShardError(f"{where} is {np.dtype(dtype)} {list(shape)}, but videos must be uint8 RGB [T, H, W, 3]: "
+                         f"{rgb_conversion(np.dtype(dtype), shape[1:])}, and write the shards again")
 
 
 def _unreadable(path: str | Path, reason: object) -> ShardError:
@@ -185,6 +195,8 @@ def read_shard(path: str | Path, keys: Sequence[str] | None = None,
                     f"{path}: video {sample['__key__']} has no {', '.join(f'{k}.npy' for k in absent)} "
                     f"(it has {', '.join(k for k in sample if k != '__key__') or 'nothing'})"
                 )
+            if VIDEO in sample:
+                check_video(sample[VIDEO].dtype, sample[VIDEO].shape, f"{path}: video {sample['__key__']}")
             yield sample
     except (tarfile.TarError, OSError, EOFError) as e:
         # webdataset appends the stream and url to ``args``; the first entry is the message
@@ -197,20 +209,6 @@ def iter_videos(
     """Yield the videos of several shards in order (see :func:`read_shard`)."""
     for path in paths:
         yield from read_shard(path, keys, optional)
-
-
-def require_videos(paths: Sequence[str | Path]) -> None:
-    """Raise :class:`EmptyDatasetError` unless some shard holds a member; cheap (reads tar headers only,
-    stopping at the first shard with content) and names an unreadable shard on the way."""
-    for path in paths:
-        try:
-            with tarfile.open(path) as tar:
-                if tar.next() is not None:
-                    return
-        except (tarfile.TarError, OSError) as e:
-            raise _unreadable(path, e) from e
-    shown = ", ".join(str(p) for p in paths[:3]) + (" ..." if len(paths) > 3 else "")
-    raise EmptyDatasetError(f"the {len(paths)} shard(s) ({shown}) hold no videos; re-create them")
 
 
 def segmentation_to_labels(seg: np.ndarray) -> np.ndarray:

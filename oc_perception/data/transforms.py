@@ -31,6 +31,27 @@ from einops import rearrange
 TRANSFORM_MODES = ("resize", "short_side_crop")
 
 
+def rgb_conversion(dtype: np.dtype | torch.dtype, frame_shape: Sequence[int]) -> str:
+    """What turns frames of ``dtype`` and per-frame shape ``frame_shape`` into uint8 RGB ``[H, W, 3]``: the fix
+    an error message names (e.g. "drop the alpha channel (x[..., :3])")."""
+    shape, name = tuple(frame_shape), str(dtype).removeprefix("torch.")
+    steps = []
+    if len(shape) == 3 and shape[0] in (1, 3, 4) and shape[-1] not in (1, 3, 4):
+        steps.append("move the channels last (np.moveaxis(x, -3, -1))")
+        shape = (*shape[1:], shape[0])
+    if len(shape) == 2:
+        steps.append("stack the grey frames to RGB (np.repeat(x[..., None], 3, axis=-1))")
+    elif len(shape) == 3 and shape[-1] == 4:
+        steps.append("drop the alpha channel (x[..., :3])")
+    elif len(shape) == 3 and shape[-1] == 1:
+        steps.append("repeat the grey channel (np.repeat(x, 3, axis=-1))")
+    if "float" in name:
+        steps.append("map floats in [0, 1] to uint8 ((x * 255).round().astype(np.uint8))")
+    elif name != "uint8":
+        steps.append(f"rescale the {name} values to 0..255 and cast them (x.astype(np.uint8))")
+    return "; ".join(steps) or "give uint8 RGB frames [H, W, 3]"
+
+
 def check_rgb_uint8(frames: torch.Tensor, name: str = "frames") -> None:
     """Raise a ValueError unless ``frames`` is uint8 RGB ``[..., H, W, 3]``."""
     if frames.dtype != torch.uint8:

@@ -47,16 +47,28 @@ def load_meta(data_dir: str | Path) -> dict[str, Any]:
 
 
 def load_split(data_dir: str | Path, split: str, frames: bool = False) -> dict[str, np.ndarray]:
-    """The arrays of ``DIR/<split>.npz`` (see the module docstring); ``frames`` only when asked for."""
+    """The arrays of ``DIR/<split>.npz`` (see the module docstring); ``frames`` only when asked for.
+
+    Raises:
+        DataError: the file is truncated or corrupt, or its slots hold NaN or inf.
+    """
     path = Path(data_dir) / f"{split}.npz"
     if not path.is_file():
         raise FileNotFoundError(f"no {split} split at {path}; {EXTRACT_HINT}")
     try:
         with np.load(path) as data:
-            return {k: data[k] for k in data.files if k != "frames" or frames}
+            arrays = {k: data[k] for k in data.files if k != "frames" or frames}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
         raise DataError(f"{path} is truncated or corrupt ({type(e).__name__}: {e}); re-create it with "
                         f"python -m oc_perception.dynamics.extract") from e
+    if "slots" in arrays:
+        finite = np.isfinite(arrays["slots"]).reshape(len(arrays["slots"]), -1).all(axis=1)  # per trajectory
+        if not finite.all():
+            bad = np.flatnonzero(~finite)
+            raise DataError(f"{path}: the slots of {len(bad)} of {len(finite)} trajectories hold NaN or inf (first: "
+                            f"trajectory {bad[0]}); the perception model diverged or the file was edited: re-create "
+                            "it with python -m oc_perception.dynamics.extract")
+    return arrays
 
 
 def save_split(data_dir: str | Path, split: str, arrays: dict[str, np.ndarray]) -> Path:

@@ -21,9 +21,11 @@ predicted slots, black during the burn-in), and prints a table.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -182,16 +184,44 @@ def main(argv: list[str] | None = None) -> None:
     run_or_exit(run, args, errors=(EvaluationError, *USER_ERRORS))
 
 
+def _sha256(path: Path) -> str:
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def check_perception(checkpoint: str | Path, made_by: str | None, data_dir: str | Path) -> None:
+    """Refuse a perception model other than the one that made the data's slots (``meta.json``'s checkpoint): its
+    decoder would draw masks for slots it did not make. Files are compared by content (a moved copy is the same
+    model); when the recorded file is gone, a warning says the match cannot be checked."""
+    if made_by is None or Path(checkpoint).resolve() == Path(made_by).resolve():
+        return
+    if not Path(made_by).is_file():
+        warnings.warn(f"{data_dir}/meta.json says its slots were made by {made_by}, which is gone: cannot check "
+                      f"that {checkpoint} is that model", stacklevel=2)
+        return
+    if Path(checkpoint).is_file() and _sha256(Path(checkpoint)) != _sha256(Path(made_by)):
+        raise EvaluationError(f"the slots in {data_dir} were made by {made_by}, not by {checkpoint}: decoding them "
+                              "with another perception model gives meaningless masks; leave out --checkpoint or "
+                              f"pass {made_by}")
+
+
 def run(args: argparse.Namespace) -> dict:
     path = Path(args.dynamics)
     path = path / "model.safetensors" if path.is_dir() else path
+    for flag, value, least in (("--horizon", args.horizon, 1), ("--burn-in", args.burn_in, 1),
+                               ("--max-episodes", args.max_episodes, 1), ("--batch-size", args.batch_size, 1),
+                               ("--videos", args.videos, 0)):
+        if value is not None and value < least:
+            raise EvaluationError(f"{flag} {value}: must be at least {least}")
     meta = read_dynamics_metadata(path)
     data_dir = args.data or meta.get("data")
     if data_dir is None:
         raise EvaluationError("pass --data DIR (the checkpoint does not name its training data)")
-    checkpoint = args.checkpoint or meta.get("checkpoint") or load_meta(data_dir)["checkpoint"]
-    burn_in = args.burn_in or int(meta.get("burn_in", 6))
-    horizon = args.horizon or int(meta.get("rollout", 10))
+    made_by = load_meta(data_dir).get("checkpoint")
+    checkpoint = args.checkpoint or meta.get("checkpoint") or made_by
+    check_perception(checkpoint, made_by, data_dir)
+    burn_in = args.burn_in if args.burn_in is not None else int(meta.get("burn_in", 6))
+    horizon = args.horizon if args.horizon is not None else int(meta.get("rollout", 10))
     out = args.out or path.parent / "eval"
     try:  # the output place is checked before the evaluation, which takes minutes
         out.mkdir(parents=True, exist_ok=True)

@@ -11,6 +11,7 @@ by default the rollout assumes the last action taken is repeated; pass ``future_
 
 from __future__ import annotations
 
+import warnings
 from collections import deque
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from oc_perception.dynamics.model import SlotDynamics, load_dynamics
+from oc_perception.dynamics.model import SlotDynamics, load_dynamics, read_dynamics_metadata
 
 
 class DynamicsPredictor:
@@ -93,6 +94,36 @@ class DynamicsPredictor:
         return self.model.rollout(history, actions, self.horizon)[0].float().cpu().numpy()
 
 
+def check_env_fits(model: SlotDynamics, env: gym.Env, meta: dict[str, str], name: str | None) -> None:
+    """Refuse an env whose slots or actions the dynamics model cannot take, and warn when the model was trained on
+    another env (``meta``: its file's metadata; ``name``: its file, None for a model given as an object). Messages
+    name both.
+
+    Raises:
+        ValueError: the slot size differs from the model's, or the env's actions cannot be the model's (a
+            continuous action of another size, more discrete actions than the model knows, or the other kind).
+    """
+    trained = f" (trained on {meta['env']})" if "env" in meta else ""
+    name = f" {name}" if name else ""
+    env_id = env.spec.id if env.spec is not None else type(env.unwrapped).__name__
+    space = env.observation_space
+    slots = space["slots"] if isinstance(space, gym.spaces.Dict) and "slots" in space.spaces else space
+    if not isinstance(slots, gym.spaces.Box) or len(slots.shape) != 2 or slots.shape[-1] != model.slot_dim:
+        raise ValueError(f"the dynamics model{name}{trained} predicts slots [K, {model.slot_dim}], but {env_id} "
+                         f"observes {slots}: wrap the env in SlotObservation with the perception model the dynamics "
+                         "model was trained on")
+    actions = env.action_space
+    fits = (not model.action_dim  # (fewer discrete actions than the model's one-hot: they still encode)
+            or (isinstance(actions, gym.spaces.Discrete) and actions.n <= model.action_dim)
+            or (isinstance(actions, gym.spaces.Box) and actions.shape == (model.action_dim,)))
+    if not fits:
+        raise ValueError(f"the dynamics model{name}{trained} takes actions of size {model.action_dim}, but "
+                         f"{env_id} acts with {actions}: pass a dynamics model trained on {env_id}")
+    if "env" in meta and env.spec is not None and meta["env"] != env.spec.id:
+        warnings.warn(f"the dynamics model{name} was trained on {meta['env']}, but the env is {env.spec.id}: its "
+                      f"predictions may mean little here; pass one trained on {env.spec.id}", stacklevel=3)
+
+
 class SlotPrediction(gym.Wrapper[Any, Any, Any, Any], gym.utils.RecordConstructorArgs):
     """Add ``info["predicted_slots"]`` [horizon, K, D] to every reset and step: the slots of the next ``horizon``
     frames, rolled out by a slot dynamics model from the slots seen so far (the last action assumed repeated).
@@ -104,6 +135,10 @@ class SlotPrediction(gym.Wrapper[Any, Any, Any, Any], gym.utils.RecordConstructo
         dynamics: a ``SlotDynamics`` or its file.
         horizon: frames predicted.
         device: where a loaded dynamics model runs (default CPU; a given model stays where it is).
+
+    Raises:
+        ValueError: the env's slots or actions do not fit the model (a warning, when they fit but the model's file
+            says it was trained on another env).
     """
 
     def __init__(self, env: gym.Env, dynamics: SlotDynamics | str | Path, horizon: int = 10,
@@ -111,6 +146,9 @@ class SlotPrediction(gym.Wrapper[Any, Any, Any, Any], gym.utils.RecordConstructo
         gym.utils.RecordConstructorArgs.__init__(self, dynamics=dynamics, horizon=horizon, device=device)
         gym.Wrapper.__init__(self, env)
         self.predictor = DynamicsPredictor(dynamics, horizon, device)
+        loaded = not isinstance(dynamics, SlotDynamics)
+        check_env_fits(self.predictor.model, env, read_dynamics_metadata(dynamics) if loaded else {},
+                       str(dynamics) if loaded else None)
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict]:
         obs, info = self.env.reset(seed=seed, options=options)

@@ -31,17 +31,18 @@ import yaml
 from torch.utils.tensorboard import SummaryWriter
 
 from oc_perception.cli import run_or_exit
-from oc_perception.checkpoint import CheckpointError, config_path, load_training_state, save_step_checkpoint
+from oc_perception.checkpoint import CheckpointError, config_path, save_step_checkpoint
 from oc_perception.config import ConfigError, from_dict, to_dict
 from oc_perception.dynamics.config import DynamicsConfig, load_dynamics_config
 from oc_perception.dynamics.data import DataError, load_meta, load_split
 from oc_perception.dynamics.model import (SlotDynamics, repeat_last, rollout_dataset, save_dynamics,
                                           teacher_forcing_windows)
 from oc_perception.devices import autocast, check_precision, keep_freed_memory, resolve_device
+from oc_perception.io import atomic_write
 from oc_perception.rundir import claim_log_dir
-from oc_perception.trainer import TrainLoop, adam_with_schedule, resolve_resume, restore, rng_states
+from oc_perception.trainer import TrainLoop, adam_with_schedule, read_resume_state, restore, rng_states
 
-USER_ERRORS = (ConfigError, CheckpointError, DataError, FileNotFoundError)
+USER_ERRORS = (ConfigError, CheckpointError, DataError, FileNotFoundError, FloatingPointError)
 
 
 def load_trajectories(data_dir: str | Path, split: str, actions: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -130,8 +131,7 @@ def comparable(cfg_dict: dict) -> str:
 
 def train(args: argparse.Namespace) -> Path:
     # ---------------------------------------------------------------- config, resume, checks (no work yet)
-    resume_path = resolve_resume(args.resume) if args.resume else None
-    state = load_training_state(resume_path) if resume_path else None
+    resume_path, state = read_resume_state(args.resume, "dynamics") if args.resume else (None, None)
     config_file = config_path(args.config, "dynamics")
     cfg = load_dynamics_config(config_file, args.overrides + ([f"data.dir={args.data}"] if args.data else []))
     if state is not None and comparable(json.loads(state["config"])) != comparable(to_dict(cfg)):
@@ -158,10 +158,12 @@ def train(args: argparse.Namespace) -> Path:
     model = build_model(cfg, meta).to(device)
     params = list(model.parameters())
     optim, sched = adam_with_schedule(params, cfg.optim, cfg.trainer.max_steps)
-    with claim_log_dir(log_dir, resuming=state is not None, overwrite=getattr(args, "overwrite", False)):
+    with claim_log_dir(log_dir, resuming=state is not None, overwrite=getattr(args, "overwrite", False),
+                       resumed_dir=resume_path.parent.parent if resume_path else None):
         step = 0 if state is None else restore(state, model, optim, sched, resume_path)
         writer = SummaryWriter(log_dir, purge_step=step if step else None)
-        (log_dir / "config.yml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        text = yaml.safe_dump(to_dict(cfg), sort_keys=False)
+        atomic_write(log_dir / "config.yml", lambda tmp: Path(tmp).write_text(text))
         print(f"training dynamics {config_file.stem} on {device}: {len(train_slots)} trajectories, slots "
               f"{tuple(train_slots.shape[2:])}, actions {model.action_dim or 'none'}: {log_dir}"
               + (f" (resumed at step {step})" if step else ""), file=sys.stderr)
@@ -188,14 +190,16 @@ def train(args: argparse.Namespace) -> Path:
 def save_training_checkpoint(log_dir: Path, model: SlotDynamics, optim, sched, step: int, cfg: DynamicsConfig,
                              meta: dict) -> Path:
     """checkpoints/step_XXXXXXXX.pt (atomic; only the newest ``trainer.keep_last`` kept) and the current model as
-    model.safetensors, with what evaluation needs to know: burn-in, rollout, data and perception checkpoint."""
+    model.safetensors, with what evaluation needs to know: burn-in, rollout, data, perception checkpoint and the
+    env the data came from (when it came from one)."""
     payload = {"model": model.state_dict(), "optimizer": optim.state_dict(), "scheduler": sched.state_dict(),
                "step": step, "rng": rng_states(), "config": json.dumps(to_dict(cfg), sort_keys=True)}
     path = save_step_checkpoint(log_dir, step, payload, cfg.trainer.keep_last)
     save_dynamics(model, log_dir / "model.safetensors", metadata={
         "step": str(step), "burn_in": str(cfg.data.burn_in), "rollout": str(cfg.data.rollout),
         "data": str(Path(cfg.data.dir).resolve()), "checkpoint": meta["checkpoint"],
-        "action_space": str(meta["action_space"] if cfg.model.actions else None)})
+        "action_space": str(meta["action_space"] if cfg.model.actions else None),
+        **({"env": meta["env"]} if "env" in meta else {})})
     return path
 
 

@@ -55,6 +55,9 @@ class ViTEncoder(nn.Module):
 
     def __init__(self, name: str, pretrained: bool = True, weights: str | None = None) -> None:
         super().__init__()
+        if not timm.is_model(name):
+            raise ValueError(f"unknown backbone '{name}': timm has no model of that name; use 'cnn' or a timm ViT "
+                             "such as vit_small_patch14_dinov2 (timm.list_models('*dinov2*') lists more)")
         overlay = None
         if weights is not None:
             if not Path(weights).is_file():

@@ -79,9 +79,11 @@ def slot_slot_contrastive_loss(
 ) -> torch.Tensor:
     """For each slot j at t+1, cross-entropy over the candidates i at t with target i = j; mean over j, t.
 
-    slots [B, T, K, D] with T >= 2 -> scalar. Keeps an object in the same slot over time and different
-    slots apart.
+    slots [B, T, K, D] -> scalar; 0 for T = 1 (a clip of one frame has no transition to contrast, and the mean
+    over none would be NaN). Keeps an object in the same slot over time and different slots apart.
     """
+    if slots.shape[1] < 2:
+        return slots.new_zeros(())
     logits = slot_slot_logits(slots, temperature, batch_contrast)
     logits = rearrange(logits, "g t i j -> (g t j) i")
     target = torch.arange(logits.shape[-1], device=logits.device).repeat(logits.shape[0] // logits.shape[-1])

@@ -241,7 +241,7 @@ class SlotContrast(nn.Module):
 
     def loss(self, out: dict[str, torch.Tensor],
              segmentation: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """Losses of a clip forward: loss_featrec, loss_ss (needs T >= 2) and their weighted sum loss_total.
+        """Losses of a clip forward: loss_featrec, loss_ss (0 for T = 1) and their weighted sum loss_total.
 
         With ``loss.segmentation_weight`` > 0 and ``segmentation`` (int labels [B, T, h, w] at the decoder mask
         resolution ``mask_side``), also loss_seg, the supervised mask loss (``segmentation_matching_loss``) of the
