@@ -37,7 +37,9 @@ def slot_identity_stats(masks: np.ndarray | torch.Tensor,
         time an object is in "its" slot. ``first_slot_share``: over every (object, visible frame after its first
         visible frame), the fraction in which its best-IoU slot is the slot of its first visible frame (NaN when
         no object is visible twice): whether an object keeps the slot it was first given, the property a policy
-        reading slot k relies on. ``objects``: how many objects were visible at some frame.
+        reading slot k relies on. ``second_frame_switches``: of the switches, those at an object's second visible
+        frame, where the first frame's slots are first handed to the predictor. ``objects``: how many objects
+        were visible at some frame.
         ``video_fg_ari``: FG-ARI over all frames (``oc_perception.metrics.video_ari``).
     """
     seg = torch.as_tensor(np.asarray(segmentation)).long()
@@ -78,6 +80,7 @@ def slot_identity_stats(masks: np.ndarray | torch.Tensor,
         "kept_fraction": float(np.mean([s == 0 for s in switches])) if switches else float("nan"),
         "frames_kept": in_own_slot / visible_frames if visible_frames else float("nan"),
         "first_slot_share": in_first_slot / later_frames if later_frames else float("nan"),
+        "second_frame_switches": sum(int(seq.numel() > 1 and seq[1] != seq[0]) for seq in sequences),
         "objects": len(switches),
         "video_fg_ari": ari,
     }

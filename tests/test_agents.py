@@ -174,8 +174,6 @@ def _check_outputs(result: ppo.RunResult) -> None:
     # The reported figures are what evaluating the saved agent (and the random policy) gives again.
     cfg = load_agent_config(CONFIG, [*TINY, f"obs={_obs_of(result)}"])
     eval_seed = cfg.seed + ppo.EVAL_SEED_OFFSET
-    rates = result.success_rate * cfg.eval_episodes, result.random_success_rate * cfg.eval_episodes
-    assert all(abs(r - round(r)) < 1e-9 for r in rates), "a rate over 4 episodes is a multiple of 1/4"
     random_venv = make_vec_env(cfg, "pixels", cfg.n_envs)
     again = success_rate(RandomAgent(random_venv.action_space, cfg.n_envs, eval_seed), random_venv,
                          cfg.eval_episodes, eval_seed, deterministic=False)
@@ -269,7 +267,7 @@ def test_saved_agent_loads_and_evaluates(slots_run, perception_checkpoint, tmp_p
     # The agent the CLI saved evaluates like any SB3 agent, beside the random reference.
     trained = PPO.load(slots_run.model_path, device="cpu")
     first = success_rate(trained, venv, episodes=2, seed=0)
-    assert first in (0.0, 0.5, 1.0) and success_rate(trained, venv, episodes=2, seed=0) == first  # seeded
+    assert success_rate(trained, venv, episodes=2, seed=0) == first  # seeded: the same episodes again
     venv.close()
 
 
