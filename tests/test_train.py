@@ -84,6 +84,20 @@ def test_train_then_resume_matches_uninterrupted(data_dir, tmp_path):
     assert events and (tmp_path / "full" / "config.yml").is_file()
 
 
+def test_tensorboard_keeps_the_resume_steps_validation(data_dir, tmp_path):
+    """A run stopped at its step-5 checkpoint and continued logs validation at 5 and 10: the resume purges only
+    what came after the checkpoint (the step-5 scalars and mask images were logged before it was written)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run(data_dir, tmp_path / "run", extra=["trainer.stop_at=5"])
+    run(data_dir, tmp_path / "run", resume=tmp_path / "run")
+    events = EventAccumulator(str(tmp_path / "run"), size_guidance={"scalars": 0, "images": 0})
+    events.Reload()
+    assert [e.step for e in events.Scalars("val/loss_total")] == [5, 10]
+    assert [e.step for e in events.Images("val/masks_0")] == [5, 10]
+    assert [e.step for e in events.Scalars("train/loss_total")] == list(range(1, 11))
+
+
 def test_resume_with_another_config_is_refused(data_dir, tmp_path, capsys):
     run(data_dir, tmp_path / "a", steps=5)
     with pytest.raises(SystemExit) as e:

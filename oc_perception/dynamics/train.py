@@ -155,7 +155,7 @@ def train(args: argparse.Namespace) -> Path:
     optim, sched = adam_with_schedule(params, cfg.optim, cfg.trainer.max_steps)
     with claim_log_dir(log_dir, resuming=state is not None, overwrite=getattr(args, "overwrite", False)):
         step = 0 if state is None else restore(state, model, optim, sched, resume_path)
-        writer = SummaryWriter(log_dir, purge_step=step if step else None)
+        writer = SummaryWriter(log_dir, purge_step=step + 1 if step else None)  # keep the checkpoint step's logs
         (log_dir / "config.yml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
         print(f"training dynamics {config_file.stem} on {device}: {len(train_slots)} trajectories, slots "
               f"{tuple(train_slots.shape[2:])}, actions {model.action_dim or 'none'}: {log_dir}"
