@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> None:
         if sheets:
             from oc_perception import io
 
-            io.save_png(args.overlays, sheets[0])
+            print(f"mask overlays: {io.save_png(args.overlays, sheets[0])}")
         return results
 
     results = run_or_exit(run, errors=(ConfigError, CheckpointError, ShardError, EmptyDatasetError,

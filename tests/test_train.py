@@ -192,6 +192,11 @@ def test_evaluate_cli_reproduces_training_validation(data_dir, tmp_path, capsys)
     assert -1 <= results["grouping/video_ari_fg"] <= 1 and "grouping/video_mbo_fg" in results
     assert "decoder/video_ari_fg" in capsys.readouterr().out
 
+    overlays = tmp_path / "sheet" / "masks.png"
+    evaluate_main(["configs/pretrain/shapes_stage1.yml", *overrides(), "--data-dir", str(data_dir),
+                   "--checkpoint", str(tmp_path / "run" / "model.safetensors"), "--overlays", str(overlays)])
+    assert f"mask overlays: {overlays}" in capsys.readouterr().out.splitlines() and overlays.is_file()
+
     with pytest.raises(SystemExit) as exit_info:
         evaluate_main(["configs/pretrain/shapes_stage1.yml", "--checkpoint", str(tmp_path / "missing.safetensors")])
     assert exit_info.value.code == 2 and "checkpoint not found" in capsys.readouterr().err
