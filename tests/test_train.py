@@ -184,10 +184,11 @@ def test_evaluate_cli_reproduces_training_validation(data_dir, tmp_path, capsys)
     results = json.loads(out.read_text())
     events = EventAccumulator(str(tmp_path / "run"))
     events.Reload()
-    for name in ("video_ari_fg", "video_mbo_fg", "image_ari_fg", "loss_featrec"):
+    for name in ("video_ari_fg", "video_mbo_fg", "image_ari_fg", "loss_featrec", "label_free/objects_drawn",
+                 "label_free/mask_change_static", "label_free/slots_used"):
         logged = events.Scalars(f"val/{name}")[-1]
         assert logged.step == 2
-        key = name if name.startswith("loss") else f"decoder/{name}"
+        key = name if name.startswith(("loss", "label_free")) else f"decoder/{name}"
         assert results[key] == pytest.approx(logged.value, abs=1e-5), name
     assert -1 <= results["grouping/video_ari_fg"] <= 1 and "grouping/video_mbo_fg" in results
     assert "decoder/video_ari_fg" in capsys.readouterr().out
