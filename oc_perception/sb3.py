@@ -22,8 +22,8 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvObs, VecEnvStepReturn
 
-from oc_perception.wrappers import (Checkpoint, MaskSource, SlotEncoder, SlotObs, check_frames, frames_from_observations,
-                                    is_rgb_space, make, select_obs)
+from oc_perception.wrappers import (Checkpoint, MaskSource, SlotEncoder, SlotObs, check_frames,
+                                    frames_from_observations, is_rgb_space, make, select_obs)
 
 
 class VecSlotObservation(VecEnvWrapper):

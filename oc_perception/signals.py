@@ -3,10 +3,10 @@
 All four are computed on the decoder masks at their own resolution (``model.mask_side`` cells a side) and on the
 frames pooled to those cells; none reads a segmentation.
 
-- ``objects_drawn``: ``1 - E_model / E_floor`` over the frame's foreground pixels (those unlike the frame's median
-  colour, :func:`oc_perception.model.losses.foreground_pixels`), where ``E_model`` is the reconstruction's squared
-  error there and ``E_floor`` that of painting them the median colour. 0: the model paints the floor over its
-  objects (the mean image, what unsupervised runs start with); 1: it draws them exactly. Pixel models only.
+- ``objects_drawn``: ``1 - E_model / E_mean`` over the pixels unlike the batch's mean image (what moves or differs
+  between videos: the objects, where the scene around them stays), where ``E_model`` is the reconstruction's squared
+  error there and ``E_mean`` that of the mean image. 0: the model paints the mean image (what unsupervised runs
+  start with; below 0, worse); 1: it draws what changes exactly. Pixel models only.
 - ``slots_used``: slots that own (argmax) at least one cell of a frame, averaged over frames.
 - ``mask_change``: the fraction of cells whose slot changes from one frame to the next.
 - ``mask_change_static``: the same over cells whose colour does not change between the two frames: slot churn that
@@ -19,10 +19,10 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
-from oc_perception.model.losses import foreground_pixels
-
 PREFIX = "label_free/"
-STATIC_THRESHOLD = 0.1  # a cell is static when no channel moves more than this (normalised units), as foreground
+# A cell is static (or a pixel like the mean image) when no channel differs by more than this, in normalised units:
+# the reconstruction loss's foreground threshold.
+THRESHOLD = 0.1
 
 
 class LabelFreeSignals:
@@ -54,7 +54,7 @@ class LabelFreeSignals:
             side = round(m**0.5)
             cells = F.adaptive_avg_pool2d(rearrange(video.float(), "b t c h w -> (b t) c h w"), side)
             cells = rearrange(cells, "(b t) c h w -> b t (h w) c", b=b)
-            static = (cells[:, 1:] - cells[:, :-1]).abs().amax(-1) <= STATIC_THRESHOLD  # [B, T-1, M]
+            static = (cells[:, 1:] - cells[:, :-1]).abs().amax(-1) <= THRESHOLD  # [B, T-1, M]
             changed = labels[:, 1:] != labels[:, :-1]
             self._add(changed=changed.sum(), pairs=changed.numel(), changed_static=(changed & static).sum(),
                       static=static.sum())
@@ -62,10 +62,10 @@ class LabelFreeSignals:
             target = out["target"].float()
             pixels = target.reshape(*target.shape[:-2], -1, 3)  # [B, T, N, 3]
             recon = out["reconstruction"].float().reshape(pixels.shape)
-            foreground = foreground_pixels(target)  # [B, T, N]
-            floor = pixels.median(dim=-2, keepdim=True).values
-            self._add(error_model=(((recon - pixels) ** 2).mean(-1) * foreground).sum(),
-                      error_floor=(((floor - pixels) ** 2).mean(-1) * foreground).sum())
+            mean = pixels.mean(dim=(0, 1), keepdim=True)
+            varying = (pixels - mean).abs().amax(-1) > THRESHOLD  # [B, T, N]
+            self._add(error_model=(((recon - pixels) ** 2).mean(-1) * varying).sum(),
+                      error_mean=(((mean - pixels) ** 2).mean(-1) * varying).sum())
 
     def compute(self) -> dict[str, float]:
         s = self._sums
@@ -76,6 +76,6 @@ class LabelFreeSignals:
             results["mask_change"] = s["changed"] / s["pairs"]
         if s.get("static"):
             results["mask_change_static"] = s["changed_static"] / s["static"]
-        if s.get("error_floor"):
-            results["objects_drawn"] = 1.0 - s["error_model"] / s["error_floor"]
+        if s.get("error_mean"):
+            results["objects_drawn"] = 1.0 - s["error_model"] / s["error_mean"]
         return {PREFIX + k: v for k, v in results.items()}

@@ -320,7 +320,7 @@ def test_generate_resizes_any_envs_frames(tmp_path, capsys):
 
     generate.main(["--env", "CartPole-v1", "--episodes", "1", "--val-episodes", "0", "--steps", "3",
                    "--frame-size", "32", "--out", str(tmp_path), "--seed", "5"])
-    assert "the env gives 400x600, stored at 32x32" in capsys.readouterr().out
+    assert "the env gives 400x600; stored at 32x32" in capsys.readouterr().out
     video = next(iter_videos(expand_shards("cart_pole-train-*.tar", tmp_path)))["video"]
     assert video.shape == (3, 32, 32, 3)
     env = gym.make("CartPole-v1", render_mode="rgb_array")
@@ -334,20 +334,19 @@ def test_generate_resizes_any_envs_frames(tmp_path, capsys):
     assert sample["segmentations"].max() > 0
 
 
-def test_slot_count_advice_counts_blobs_against_the_floor(tmp_path, capsys):
+def test_slot_count_advice_counts_regions_of_even_colour(tmp_path, capsys):
     from oc_perception.data import generate
-    from oc_perception.data.scene import advise_num_slots, count_blobs
+    from oc_perception.data.scene import advise_num_slots, count_things
 
-    frame = np.full((64, 64, 3), 40, np.uint8)
-    frame[::8] = 90  # grid lines (1 px) are not objects
+    frame = np.repeat(np.linspace(40, 80, 64).astype(np.uint8)[None, :, None], 64, axis=0).repeat(3, -1)
     for i, color in enumerate([(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (0, 255, 255)]):
-        frame[4 + 11 * i : 9 + 11 * i, 10:15] = color
-    frame[60:62, 60:62] = 255  # 4 pixels, thinner than 3: noise
-    assert count_blobs(frame) == 5
+        frame[4 + 11 * i : 9 + 11 * i, 10:15] = color  # five objects on a shaded floor (one region)
+    frame[60, 60] = 255  # a speck: no object
+    assert count_things(frame) == 5
     crowded = frame.copy()
     crowded[40:50, 40:50] = 200
     advice = advise_num_slots([np.stack([frame] * 8 + [crowded] * 2)])
-    assert (advice.num_slots, advice.blobs, advice.frames) == (8, 6, 10)  # 90th percentile: 6, + floor + spare
+    assert (advice.num_slots, advice.regions, advice.frames) == (8, 6, 10)  # 90th percentile: 6, + floor + spare
     assert advice.reason.startswith("num_slots 8: ")
     generate.main(["--env", "oc/ShapesPush-v0", "--episodes", "1", "--val-episodes", "1", "--steps", "2",
                    "--out", str(tmp_path)])

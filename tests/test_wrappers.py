@@ -48,7 +48,8 @@ class TinyImageEnv(gym.Env):
             "state": spaces.Box(0, 16, (4,), np.float32),
             "rgba": spaces.Box(0, 255, (16, 16, 4), np.uint8),
             "float": spaces.Box(0, 1, (16, 16, 3), np.float32),
-            "mission": spaces.Dict({"state": spaces.Box(0, 16, (4,), np.float32), "mission": spaces.Text(40, charset="abcdefghijklmnopqrstuvwxyz ")}),
+            "mission": spaces.Dict({"state": spaces.Box(0, 16, (4,), np.float32),
+                                    "mission": spaces.Text(40, charset="abcdefghijklmnopqrstuvwxyz ")}),
         }[obs_kind]
         self.action_space = spaces.Discrete(2)
 

@@ -4,10 +4,11 @@ slots a model needs.
     advice = advise_num_slots(video for video in videos)     # uint8 [T, H, W, 3] each
     print(advice.reason)                                      # "num_slots 9: ..."
 
-A frame's *things* are the connected blobs of pixels unlike the frame's median colour (the floor, on plain
-scenes: the same test as the reconstruction loss's ``foreground_weight``), after a 3 x 3 opening that removes
-what is thinner than 3 pixels (grid lines, edges, noise). Touching objects count as one blob, so the count errs
-low; the advice adds the floor and a spare slot.
+A frame's *things* are its regions of even colour, counted at 64 x 64 pixels (the input size of our CNN recipes):
+neighbouring pixels belong to one region when no channel steps by more than ``COLOR_STEP`` (so a shaded object
+stays one region, and objects of another colour than what they touch stand apart); regions of fewer than
+``MIN_REGION_PIXELS`` pixels (edges, specks) are left out, and so is the largest, the floor. The advice adds the
+floor and a spare slot.
 """
 
 from __future__ import annotations
@@ -17,15 +18,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
-import torch
-from scipy import ndimage
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
-from oc_perception.model.losses import foreground_pixels
+from oc_perception.data.transforms import resize_frames_as_model_input
 
-# A pixel is foreground when a channel differs from the frame's median colour by more than this (in [0, 1]):
-# the reconstruction loss's threshold (0.1 in units normalised with std 0.5).
-COLOR_THRESHOLD = 0.05
-MIN_BLOB_PIXELS = 4  # at 64 x 64, the smallest object worth a slot of its own
+COUNT_SIZE = 64
+# Largest colour step (any channel, in [0, 1]) between neighbours of one region: wide enough to keep the shaded
+# faces of a rendered cube or robot link together, narrow enough to part objects from a floor of another colour.
+COLOR_STEP = 0.2
+MIN_REGION_PIXELS = 4  # at 64 x 64, the smallest object worth a slot of its own
 PERCENTILE = 90  # busy frames count, a rare crowded one does not
 SPARE_SLOTS = 2  # the floor and a spare
 MAX_SLOTS = 16  # slot attention's cost grows with K; beyond this, crop the camera or accept shared slots
@@ -33,31 +35,33 @@ MAX_SLOTS = 16  # slot attention's cost grows with K; beyond this, crop the came
 
 @dataclass(frozen=True)
 class SlotAdvice:
-    """``num_slots`` to train with, the blob count it comes from (``percentile`` over ``frames`` frames) and
-    ``reason``, one printable line that says so."""
+    """``num_slots`` to train with, the region count it comes from (``regions``: the ``percentile``-th percentile
+    over ``frames`` frames) and ``reason``, one printable line that says so."""
 
     num_slots: int
-    blobs: int
+    regions: int
     percentile: int
     frames: int
     reason: str
 
 
-def count_blobs(frame: np.ndarray) -> int:
-    """Foreground blobs of one uint8 RGB frame ``[H, W, 3]`` (see the module docstring)."""
-    pixels = torch.from_numpy(np.ascontiguousarray(frame)).float().div_(255).reshape(1, -1, 3)
-    foreground = foreground_pixels(pixels, COLOR_THRESHOLD).reshape(frame.shape[:2]).numpy()
-    opened = ndimage.binary_opening(foreground, structure=np.ones((3, 3), dtype=bool))
-    labels, count = ndimage.label(opened)
-    if count == 0:
-        return 0
-    areas = np.bincount(labels.ravel(), minlength=count + 1)[1:]
-    return int((areas >= MIN_BLOB_PIXELS).sum())
+def count_things(frame: np.ndarray) -> int:
+    """Regions of even colour in one uint8 RGB frame ``[H, W, 3]``, the floor left out (see the module docstring)."""
+    x = resize_frames_as_model_input(frame[None], COUNT_SIZE)[0].astype(np.float32) / 255
+    h, w, _ = x.shape
+    index = np.arange(h * w).reshape(h, w)
+    right = np.abs(x[:, 1:] - x[:, :-1]).max(-1) <= COLOR_STEP
+    down = np.abs(x[1:] - x[:-1]).max(-1) <= COLOR_STEP
+    pairs = (np.concatenate([index[:, :-1][right], index[:-1][down]]),
+             np.concatenate([index[:, 1:][right], index[1:][down]]))
+    graph = coo_matrix((np.ones(len(pairs[0]), dtype=bool), pairs), shape=(h * w, h * w))
+    _, labels = connected_components(graph, directed=False)
+    return max(0, int((np.bincount(labels) >= MIN_REGION_PIXELS).sum()) - 1)
 
 
 def advise_num_slots(videos: Iterable[np.ndarray], max_frames: int = 1000) -> SlotAdvice:
     """Slot count for videos uint8 ``[T, H, W, 3]`` (up to ``max_frames`` frames are read): the
-    ``PERCENTILE``-th percentile of :func:`count_blobs` per frame, plus ``SPARE_SLOTS``, at most ``MAX_SLOTS``.
+    ``PERCENTILE``-th percentile of :func:`count_things` per frame, plus ``SPARE_SLOTS``, at most ``MAX_SLOTS``.
 
     Raises:
         ValueError: no frame to count.
@@ -65,16 +69,16 @@ def advise_num_slots(videos: Iterable[np.ndarray], max_frames: int = 1000) -> Sl
     counts: list[int] = []
     for video in videos:
         for frame in video[: max_frames - len(counts)]:
-            counts.append(count_blobs(frame))
+            counts.append(count_things(frame))
         if len(counts) >= max_frames:
             break
     if not counts:
         raise ValueError("no frames to count objects in")
-    blobs = math.ceil(np.percentile(counts, PERCENTILE))
-    advised = blobs + SPARE_SLOTS
+    regions = math.ceil(np.percentile(counts, PERCENTILE))
+    advised = regions + SPARE_SLOTS
     reason = (f"num_slots {min(advised, MAX_SLOTS)}: {PERCENTILE} % of {len(counts)} recorded frames show at most "
-              f"{blobs} blob(s) unlike the frame's median colour (median {np.median(counts):g}), + the floor and "
+              f"{regions} region(s) of even colour besides the floor (median {np.median(counts):g}), + the floor and "
               "a spare")
     if advised > MAX_SLOTS:
         reason += f"; capped at {MAX_SLOTS} (slot attention's cost grows with the slots)"
-    return SlotAdvice(min(advised, MAX_SLOTS), blobs, PERCENTILE, len(counts), reason)
+    return SlotAdvice(min(advised, MAX_SLOTS), regions, PERCENTILE, len(counts), reason)
