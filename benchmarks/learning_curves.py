@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from oc_perception.fit_report import read_scalars
 
 SERIES = {
     "decoder FG-ARI": "val/video_ari_fg",
@@ -25,14 +25,8 @@ SERIES = {
 
 def read_run(log_dir: Path) -> dict[str, dict[int, float]]:
     """{series: {step: value}} of one run (the last value logged at each step wins, as after a resume)."""
-    events = EventAccumulator(str(log_dir), size_guidance={"scalars": 0})
-    events.Reload()
-    tags = set(events.Tags()["scalars"])
-    out: dict[str, dict[int, float]] = {}
-    for name, tag in {**SERIES, "steps/s": "train/steps_per_s"}.items():
-        if tag in tags:
-            out[name] = {e.step: e.value for e in events.Scalars(tag)}
-    return out
+    scalars = read_scalars(log_dir)
+    return {name: scalars[tag] for name, tag in {**SERIES, "steps/s": "train/steps_per_s"}.items() if tag in scalars}
 
 
 def nearest(series: dict[int, float], step: int) -> float | None:

@@ -27,6 +27,7 @@ import importlib
 import re
 import sys
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,7 @@ import numpy as np
 import torch
 import yaml
 
-from oc_perception.data.scene import advise_num_slots
+from oc_perception.data.scene import SlotAdvice, advise_num_slots
 from oc_perception.data.shards import EmptyDatasetError, iter_videos, write_shards
 from oc_perception.data.transforms import resize_frames_as_model_input, resize_labels
 
@@ -168,9 +169,13 @@ def make_env(env_id: str, steps: int, env_kwargs: dict[str, Any] | None = None) 
         raise ValueError(f"cannot make env {env_id!r} ({e}); check the id (ours: oc/ShapesPush-v0, "
                          "oc/ShapesReach-v0, oc/ShapesOddOneOut-v0, oc/PandaPush-v0; MODULE:ID imports MODULE "
                          "first, e.g. envs:oc/ShapesPush-v0)") from e
+    except ImportError as e:  # MODULE:ID whose module is not installed
+        raise ValueError(f"cannot make env {env_id!r}: {str(e).split('. ')[0]}; install the package that registers "
+                         "it (e.g. pip install minigrid)") from e
     except TypeError as e:
         raise ValueError(f"env {env_id!r} does not take the arguments {sorted(env_kwargs or {})} ({e}); "
-                         "--image-size is for envs that take image_size (ours); --frame-size resizes any env's frames") from e
+                         "--image-size is for envs that take image_size (ours); --frame-size resizes any env's "
+                         "frames") from e
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -203,7 +208,23 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
 
 
-def generate(args: argparse.Namespace) -> None:
+def default_policy(env_id: str) -> str:
+    """The ``--policy`` of ``env_id`` when none is given: our exploration policy for ``oc/*`` ids, else random."""
+    return OUR_POLICY if env_id.startswith("oc/") else "random"
+
+
+@dataclass
+class Recording:
+    """What :func:`generate` wrote: the shard file prefix, the shard paths per split and the slot-count advice
+    from the recorded frames."""
+
+    name: str
+    shards: dict[str, list[Path]]
+    advice: SlotAdvice
+
+
+def generate(args: argparse.Namespace) -> Recording:
+    """Record the shards of the parsed command-line ``args`` (see :func:`main`) and print what was done."""
     val_episodes = max(1, args.episodes // 10) if args.val_episodes is None else args.val_episodes
     for flag, value, least in (("--episodes", args.episodes, 1), ("--steps", args.steps, 1),
                                ("--val-episodes", val_episodes, 0), ("--videos-per-shard", args.videos_per_shard, 1)):
@@ -212,15 +233,15 @@ def generate(args: argparse.Namespace) -> None:
     for flag, value in (("--image-size", args.image_size), ("--frame-size", getattr(args, "frame_size", None))):
         if value is not None and value < 1:
             raise ValueError(f"{flag} {value}: must be at least 1")
-    policy = load_policy(args.policy or (OUR_POLICY if args.env.startswith("oc/") else "random"))
+    policy = load_policy(args.policy or default_policy(args.env))
     if args.env_kwargs is not None and not isinstance(args.env_kwargs, dict):
         raise ValueError(f"--env-kwargs {args.env_kwargs!r}: expected a YAML mapping such as '{{render_width: 64}}'")
     env_kwargs = {**(args.env_kwargs or {}), **({} if args.image_size is None else {"image_size": args.image_size})}
     frame_size = getattr(args, "frame_size", None)
     height, width = first_frame(args.env, env_kwargs).shape[:2]  # a bad id, argument or frame stops here
     if frame_size is not None and (height, width) != (frame_size, frame_size):
-        print(f"frames: the env gives {height}x{width}, stored at {frame_size}x{frame_size} (--frame-size), resized "
-              "as the model's input transform resizes them")
+        print(f"frames: the env gives {height}x{width}; stored at {frame_size}x{frame_size}, resized as the "
+              "model's input transform resizes them")
     name = args.name or env_name(args.env)
     # Independent seed streams per split, so validation episodes are not replays of training ones.
     written = {}
@@ -234,8 +255,9 @@ def generate(args: argparse.Namespace) -> None:
         )
         print(f"{split}: {count} videos in {len(written[split])} shard(s) {args.out}/{name}-{split}-*.tar")
     shards = written.get("validation", written["train"])
-    print(advise_num_slots(sample["video"] for sample in iter_videos(shards, ["video"])).reason
-          + " (model.num_slots)")
+    advice = advise_num_slots(sample["video"] for sample in iter_videos(shards, ["video"]))
+    print(advice.reason + " (model.num_slots)")
+    return Recording(name, written, advice)
 
 
 def first_frame(env_id: str, env_kwargs: dict[str, Any] | None = None) -> np.ndarray:
