@@ -8,8 +8,8 @@
 2. Trains the label-free recipe ``configs/pretrain/unsupervised.yml`` in ``DIR/run`` (``oc_perception.train``),
    overriding only what the env decides: the shards, the slot count and where training stops
    (``trainer.stop_at``). Segmentations the env gives score the model; they train it only with ``--supervised``.
-3. Writes the report to ``DIR/report`` (``oc_perception.fit_report``: mask overlays, a masks video, the learning
-   curve, the figures and a verdict) and prints the lines of Python that put the model in the env.
+3. Writes the report to ``DIR/report/step_<N>`` (``oc_perception.fit_report``: mask overlays, a masks video, the
+   learning curve, the figures and a verdict) and prints the lines of Python that put the model in the env.
 
 ``B`` is a number of training steps (``--budget 5000``) or a duration with its unit (``90s``, ``30m``, ``2h``); a
 duration becomes a step count once, from a timing of training steps here, kept in ``DIR/fit.json``. Every env-specific
@@ -348,7 +348,9 @@ def fit(args: argparse.Namespace) -> Report:
 
         # ------------------------------------------------------------------------------------ report
         lines = python_lines(args.env, options["env_kwargs"], run_dir / "model.safetensors")
-        report = write_report(run_dir, data_dir, out / "report", lines, title=f"{args.env}: what the model sees")
+        # One folder per trained step: a fit continued with larger budgets keeps what each budget gave.
+        report_dir = out / "report" / f"step_{_latest_step(run_dir):06d}"
+        report = write_report(run_dir, data_dir, report_dir, lines, title=f"{args.env}: what the model sees")
     print(f"report: {report.files['markdown']} (masks.png, masks.mp4, learning_curve.png, report.json)")
     print(f"verdict at step {report.step}: {report.verdict}")
     print("the model in your env:\n" + "\n".join(f"    {line}" for line in lines))

@@ -69,8 +69,8 @@ def test_fit_writes_the_report_and_a_rerun_continues(tmp_path, capsys):
     assert "frames are squeezed to a square" in printed and "episode length " in printed
     assert "model.num_slots " in printed and "advised from the recorded frames" in printed
     for name in ("masks.png", "masks.mp4", "learning_curve.png", "report.json", "report.md"):
-        assert (out / "report" / name).is_file(), name
-    report = json.loads((out / "report" / "report.json").read_text())
+        assert (out / "report" / "step_000002" / name).is_file(), name
+    report = json.loads((out / "report" / "step_000002" / "report.json").read_text())
     assert report["step"] == 2 and report["verdict"]
     assert {"loss_total", "label_free/objects_drawn", "label_free/mask_change_static"} <= report["figures"].keys()
     assert not any(k.startswith("decoder/") for k in report["figures"])  # no masks, no FG-ARI
@@ -89,6 +89,7 @@ def test_fit_writes_the_report_and_a_rerun_continues(tmp_path, capsys):
     main(fit_argv(out, budget="4"))
     assert "(resumed at step 2)" in capsys.readouterr().err
     assert load_training_state(out / "run" / "checkpoints" / "step_00000004.pt")["step"] == 4
+    assert (out / "report" / "step_000004" / "masks.png").is_file() and (out / "report" / "step_000002").is_dir()
 
     # Other options for the same folder are refused, naming what differs.
     message = one_line_error(capsys, main, fit_argv(out, extra=("--episodes", "5")))
@@ -122,4 +123,4 @@ def test_fit_minigrid_with_the_recipe_continues_exactly(tmp_path, capsys):
     for key, value in straight["model"].items():
         assert torch.equal(value, cut["model"][key]), key
     for name in ("masks.png", "masks.mp4", "learning_curve.png", "report.md"):
-        assert (tmp_path / "cut" / "report" / name).is_file(), name
+        assert (tmp_path / "cut" / "report" / "step_000006" / name).is_file(), name
