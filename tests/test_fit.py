@@ -37,6 +37,16 @@ def test_budget_is_steps_or_a_duration_with_its_unit():
             parse_budget(bad)
 
 
+def test_episode_length_is_what_half_the_probe_episodes_reach():
+    from oc_perception.fit import Probe, episode_length
+
+    length, reason = episode_length(Probe([1, 3, 5, 5, 7, 14, 24, 24], False), 2, "random")
+    assert length == 7 and reason.startswith("episode length 7 frames: half of 8 random-policy episodes")
+    assert "shortest 1, longest 24+" in reason
+    with pytest.raises(FitError, match="end within 1 frame.*pass a --policy that keeps episodes going"):
+        episode_length(Probe([1, 1, 1, 2], False), 2, "random")
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--budget", "30min"], "--budget '30min'"),
     (["trainer.stop_at=5"], "override trainer.stop_at: fit sets it from --budget"),
