@@ -106,6 +106,21 @@ def test_fit_writes_the_report_and_a_rerun_continues(tmp_path, capsys):
     assert "holds a fit with other options (episodes 3 there, 5 now)" in message
 
 
+def test_an_env_with_masks_is_scored_and_trains_on_them_when_asked(tmp_path, capsys):
+    out = tmp_path / "fit"
+    main(fit_argv(out, env="envs:oc/ShapesPush-v0", extra=("--supervised", "--num-slots", "5")))
+    assert "model.num_slots 5: --num-slots" in capsys.readouterr().out
+    assert json.loads((out / "fit.json").read_text())["options"]["policy"] == "envs.policies:ExplorationPolicy"
+    report = json.loads((out / "report" / "step_000002" / "report.json").read_text())
+    figures = report["figures"]
+    assert {"decoder/video_ari_fg", "decoder/video_mbo_fg", "grouping/video_ari_fg",
+            "identity/frames_kept"} <= figures.keys()
+    from oc_perception.fit_report import read_scalars
+
+    assert "train/loss_seg" in read_scalars(out / "run")  # trained on the masks
+    assert report["verdict"].startswith(("sees the objects: video FG-ARI", "not yet: video FG-ARI"))
+
+
 def test_a_time_budget_is_timed_once(tmp_path, capsys):
     out = tmp_path / "fit"
     main(fit_argv(out, budget="1s"))

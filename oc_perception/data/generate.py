@@ -210,7 +210,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def default_policy(env_id: str) -> str:
     """The ``--policy`` of ``env_id`` when none is given: our exploration policy for ``oc/*`` ids, else random."""
-    return OUR_POLICY if env_id.startswith("oc/") else "random"
+    return OUR_POLICY if env_id.split(":")[-1].startswith("oc/") else "random"
 
 
 @dataclass
