@@ -16,6 +16,7 @@ writes to ``out_dir``:
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from dataclasses import dataclass
@@ -23,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from oc_perception import io, viz
@@ -35,6 +35,7 @@ from oc_perception.data.shards import expand_shards, iter_videos
 from oc_perception.evaluate import evaluate, mask_sheet
 from oc_perception.inference import display_size, render_panels, run_inference
 from oc_perception.io import MIN_VIDEO_SIDE
+from oc_perception.model import SlotContrast
 from oc_perception.signals import PREFIX
 
 # Verdict thresholds. With segmentations: the targets docs/checkpoints.md holds the bundled Panda model to (video
@@ -125,7 +126,7 @@ def plot_learning_curve(log_dir: str | Path, path: str | Path) -> Path:
         plt.close(fig)
 
 
-def masks_video(model: torch.nn.Module, videos: list[np.ndarray]) -> np.ndarray:
+def masks_video(model: SlotContrast, videos: list[np.ndarray]) -> np.ndarray:
     """uint8 [sum T, H', W', 3]: each video uint8 [T, H, W, 3] as [frame | slot overlay | per-slot panels],
     one after the other, shown at least ``MIN_VIDEO_SIDE`` pixels high."""
     shown = []
@@ -203,8 +204,8 @@ def write_report(run_dir: str | Path, data_dir: str | Path, out_dir: str | Path,
              "curve": out_dir / "learning_curve.png", "json": out_dir / "report.json",
              "markdown": out_dir / "report.md"}
     io.save_png(files["masks"], mask_sheet(model, *first[0], cfg))
-    videos = [s["video"] for _, s in zip(range(VIDEO_COUNT), iter_videos(expand_shards(cfg.data.val_shards, data_dir),
-                                                                          ["video"]))]
+    held_out = iter_videos(expand_shards(cfg.data.val_shards, data_dir), ["video"])
+    videos = [sample["video"] for sample in itertools.islice(held_out, VIDEO_COUNT)]
     io.write_video(files["video"], masks_video(model, videos), fps=4)
     plot_learning_curve(run_dir, files["curve"])
     step = read_checkpoint(model_path)[1].get("step")

@@ -16,6 +16,7 @@ import torch
 
 from oc_perception.checkpoint import load_training_state
 from oc_perception.fit import FitError, main, parse_budget
+from oc_perception.fit_report import read_scalars
 from test_robustness import one_line_error
 
 # The recipe's model and loop, narrower and on batches of 2 clips: seconds instead of minutes.
@@ -115,8 +116,6 @@ def test_an_env_with_masks_is_scored_and_trains_on_them_when_asked(tmp_path, cap
     figures = report["figures"]
     assert {"decoder/video_ari_fg", "decoder/video_mbo_fg", "grouping/video_ari_fg",
             "identity/frames_kept"} <= figures.keys()
-    from oc_perception.fit_report import read_scalars
-
     assert "train/loss_seg" in read_scalars(out / "run")  # trained on the masks
     assert report["verdict"].startswith(("sees the objects: video FG-ARI", "not yet: video FG-ARI"))
 
