@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+from oc_perception.fit_report import read_scalars
 
 SERIES = {
     "decoder FG-ARI": "val/video_ari_fg",
@@ -27,17 +27,9 @@ SERIES = {
 
 
 def read_run(log_dir: Path) -> dict[str, dict[int, float]]:
-    """{series: {step: value}} of one run, from all its event files in the order they were written (the last
-    value at a step wins: a resumed run rewrites the steps after its checkpoint)."""
-    names = {tag: name for name, tag in {**SERIES, "steps/s": "train/steps_per_s"}.items()}
-    out: dict[str, dict[int, float]] = {}
-    for path in sorted(log_dir.glob("events.out.tfevents.*"), key=lambda p: int(p.name.split(".")[3])):
-        for event in EventFileLoader(str(path)).Load():
-            for value in event.summary.value:
-                if value.tag in names:
-                    number = value.tensor.float_val[0] if value.HasField("tensor") else value.simple_value
-                    out.setdefault(names[value.tag], {})[event.step] = number
-    return out
+    """{series: {step: value}} of one run (the last value logged at each step wins, as after a resume)."""
+    scalars = read_scalars(log_dir)
+    return {name: scalars[tag] for name, tag in {**SERIES, "steps/s": "train/steps_per_s"}.items() if tag in scalars}
 
 
 def nearest(series: dict[int, float], step: int) -> float | None:

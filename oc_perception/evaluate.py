@@ -36,6 +36,7 @@ from oc_perception.data.shards import EmptyDatasetError, ShardError, expand_shar
 from oc_perception.io import OutputPathError, check_outputs
 from oc_perception.metrics import SegmentationMetrics, labels_to_onehot, masks_to_onehot
 from oc_perception.model import SlotContrast
+from oc_perception.signals import LabelFreeSignals
 
 MASK_KEYS = {"decoder": "decoder_masks", "grouping": "grouping_masks"}
 
@@ -47,10 +48,12 @@ def evaluate(model: SlotContrast, loader: DataLoader, cfg: Config, device: torch
              on_batch: Callable[[dict, dict], None] | None = None) -> dict[str, float]:
     """Mean losses and segmentation metrics over ``loader`` (metrics over the videos with segmentations).
 
-    Returns ``{"loss_*": ..., "<masks>/video_ari_fg": ..., ...}``: the losses of ``model.loss`` and, for each of
-    ``masks`` ("decoder", "grouping"), the metrics of :class:`SegmentationMetrics` (``_fg`` names when label 0
-    is background, ``cfg.data.label_zero``) and ``<masks>/first_slot_share``, the mean over videos of
-    ``consistency.slot_identity_stats``' share of an object's later visible frames in its first frame's slot. ``on_batch(batch, out)`` sees every batch (e.g. to log overlays).
+    Returns ``{"loss_*": ..., "<masks>/video_ari_fg": ..., "label_free/...": ...}``: the losses of ``model.loss``,
+    for each of ``masks`` ("decoder", "grouping") the metrics of :class:`SegmentationMetrics` (``_fg`` names when
+    label 0 is background, ``cfg.data.label_zero``) and ``<masks>/first_slot_share``, the mean over videos of
+    ``consistency.slot_identity_stats``' share of an object's later visible frames in its first frame's slot, and
+    the label-free signals of the decoder masks (:mod:`oc_perception.signals`). ``on_batch(batch, out)`` sees
+    every batch (e.g. to log overlays).
     """
     was_training = model.training
     model.eval()
@@ -58,6 +61,7 @@ def evaluate(model: SlotContrast, loader: DataLoader, cfg: Config, device: torch
     metrics = {name: SegmentationMetrics(ignore_background=background) for name in masks}
     identity: dict[str, list[float]] = {name: [] for name in masks}
     losses: dict[str, float] = {}
+    signals = LabelFreeSignals(pixels=model.cfg.encoder.target == "pixels")
     batches = scored = 0
     for batch in tqdm(loader, desc="validation", leave=False, disable=not sys.stderr.isatty()):
         video = batch["video"].to(device)
@@ -65,6 +69,7 @@ def evaluate(model: SlotContrast, loader: DataLoader, cfg: Config, device: torch
             out, _ = model(video)
             for k, v in model.loss(out).items():
                 losses[k] = losses.get(k, 0.0) + v.item()
+        signals.update(out, video)
         if "segmentation" in batch:  # videos without segmentations give their losses only
             labels = batch["segmentation"]
             truth = labels_to_onehot(labels, zero_is_unlabelled=not background)
@@ -79,7 +84,7 @@ def evaluate(model: SlotContrast, loader: DataLoader, cfg: Config, device: torch
         if on_batch is not None:
             on_batch(batch, out)
     model.train(was_training)
-    results = {k: v / max(batches, 1) for k, v in losses.items()}
+    results = {k: v / max(batches, 1) for k, v in losses.items()} | signals.compute()
     for name in masks:
         if scored:
             results.update({f"{name}/{k}": v for k, v in metrics[name].compute().items()})
@@ -164,7 +169,7 @@ def main(argv: list[str] | None = None) -> None:
         results = evaluate(model, loader, cfg, device, tuple(args.masks), lambda: autocast(precision, device),
                            on_batch=keep_first)
         if sheets:
-            io.save_png(args.overlays, sheets[0])
+            print(f"mask overlays: {io.save_png(args.overlays, sheets[0])}")
         if args.out is not None:
             text = json.dumps(results, indent=2, sort_keys=True) + "\n"
             io.atomic_write(args.out, lambda tmp: Path(tmp).write_text(text))

@@ -1,4 +1,7 @@
-"""Stable-Baselines3 side of the slot observations: :class:`VecSlotObservation` for SB3 vector envs.
+"""Stable-Baselines3 side of the slot observations: :class:`VecSlotObservation` for SB3 vector envs, and
+:func:`make_slot_vec_env`, which builds one from an env id for any env:
+
+    venv = make_slot_vec_env("minigrid:MiniGrid-Dynamic-Obstacles-8x8-v0", n_envs=8, checkpoint="model.safetensors")
 
 Kept apart so ``import oc_perception`` does not import Stable-Baselines3; ``from oc_perception import
 VecSlotObservation`` imports it on first use.
@@ -6,17 +9,22 @@ VecSlotObservation`` imports it on first use.
 
 from __future__ import annotations
 
+import functools
 import warnings
+from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium.vector import VectorEnv
+from gymnasium.wrappers import AddRenderObservation
+from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvObs, VecEnvStepReturn
 
 from oc_perception.devices import Precision
-from oc_perception.wrappers import (Checkpoint, MaskSource, SlotEncoder, SlotObs, check_frames, frames_from_observations,
-                                    select_obs)
+from oc_perception.wrappers import (Checkpoint, MaskSource, SlotEncoder, SlotObs, check_frames,
+                                    frames_from_observations, is_rgb_space, make, select_obs)
 
 
 class VecSlotObservation(VecEnvWrapper):
@@ -74,3 +82,26 @@ class VecSlotObservation(VecEnvWrapper):
         for j, i in enumerate(rows):
             infos[i]["terminal_observation"] = None if final is None else select_obs(final, j)
         return obs, rewards, dones, infos
+
+
+def frames_as_observations(env: gym.Env) -> gym.Env:
+    """``env`` with its RGB frames as observations: as it is when they already are, else
+    ``AddRenderObservation(env, render_only=True)`` (the env must render ``rgb_array``)."""
+    return env if is_rgb_space(env.observation_space) else AddRenderObservation(env, render_only=True)
+
+
+def make_slot_vec_env(env_id: str, n_envs: int = 1, checkpoint: Checkpoint = None, *, seed: int | None = None,
+                      env_kwargs: dict[str, Any] | None = None, vec_env_cls: type[VecEnv] | None = None,
+                      **slot_kwargs: Any) -> VecSlotObservation:
+    """An SB3 vector env of ``n_envs`` copies of ``env_id`` with slot observations ``[n_envs, K, D]``.
+
+    Stable-Baselines3's ``make_vec_env`` (a ``Monitor`` per sub-env, seeds ``seed + i``, ``DummyVecEnv`` unless
+    ``vec_env_cls``) on :func:`oc_perception.make` ``(env_id, **env_kwargs)``, whose sub-envs observe their RGB
+    frames (:func:`frames_as_observations`), then :class:`VecSlotObservation` with ``checkpoint`` and
+    ``slot_kwargs``. The slots need only the frames, and the env's own observation is dropped: SB3 cannot
+    buffer every observation (MiniGrid's has a text ``mission``, which stops ``DummyVecEnv``), and frames as
+    observations keep ``terminal_observation``.
+    """
+    venv = make_vec_env(functools.partial(make, env_id), n_envs, seed=seed, env_kwargs=env_kwargs,
+                        wrapper_class=frames_as_observations, vec_env_cls=vec_env_cls)
+    return VecSlotObservation(venv, checkpoint, **slot_kwargs)

@@ -206,7 +206,9 @@ def train(args: argparse.Namespace) -> Path:
         # ---------------------------------------------------------------- data
         train_loader = build_train_loader(cfg, args.data_dir, model, log_dir, step, d, device)
         val_loader = build_dataloader(cfg, args.data_dir, "val") if d.main else None
-        writer = SummaryWriter(log_dir, purge_step=step if step else None) if d.main else None
+        # Purge what an interrupted run logged after its checkpoint; the checkpoint step's own scalars and
+        # images were logged before the checkpoint was written, so they stay.
+        writer = SummaryWriter(log_dir, purge_step=step + 1 if step else None) if d.main else None
         if d.main:
             text = yaml.safe_dump(to_dict(cfg), sort_keys=False)
             atomic_write(log_dir / "config.yml", lambda tmp: Path(tmp).write_text(text))

@@ -302,6 +302,57 @@ def test_generate_env_videos(tmp_path):
     assert not np.array_equal(train[0]["video"], train[1]["video"])
 
 
+def test_shard_names_are_readable():
+    from oc_perception.data.generate import env_name
+
+    assert env_name("minigrid:MiniGrid-Dynamic-Obstacles-8x8-v0") == "mini_grid_dynamic_obstacles_8x8"
+    assert env_name("panda_gym:PandaPickAndPlace-v3") == "panda_pick_and_place"
+    assert env_name("oc/ShapesPush-v0") == "shapes_push" and env_name("ALE/Pong-v5") == "pong"
+    assert env_name("HTMLParser-v1") == "html_parser"
+
+
+def test_generate_resizes_any_envs_frames(tmp_path, capsys):
+    """CartPole renders 400 x 600 and takes no size argument: --frame-size stores what the model would see."""
+    import gymnasium as gym
+
+    from oc_perception.data import generate
+    from oc_perception.data.transforms import resize_frames_as_model_input
+
+    generate.main(["--env", "CartPole-v1", "--episodes", "1", "--val-episodes", "0", "--steps", "3",
+                   "--frame-size", "32", "--out", str(tmp_path), "--seed", "5"])
+    assert "the env gives 400x600; stored at 32x32" in capsys.readouterr().out
+    video = next(iter_videos(expand_shards("cart_pole-train-*.tar", tmp_path)))["video"]
+    assert video.shape == (3, 32, 32, 3)
+    env = gym.make("CartPole-v1", render_mode="rgb_array")
+    env.reset(seed=int(np.random.default_rng([5, 0]).integers(2**31)))  # the first episode's seed
+    np.testing.assert_array_equal(video[0], resize_frames_as_model_input(env.render()[None], 32)[0])
+    # Segmentations follow the frames (nearest: ids stay ids).
+    generate.main(["--env", "oc/ShapesPush-v0", "--episodes", "1", "--val-episodes", "0", "--steps", "2",
+                   "--frame-size", "32", "--out", str(tmp_path / "shapes")])
+    sample = next(iter_videos(expand_shards("shapes_push-train-*.tar", tmp_path / "shapes")))
+    assert sample["video"].shape == (2, 32, 32, 3) and sample["segmentations"].shape == (2, 32, 32, 1)
+    assert sample["segmentations"].max() > 0
+
+
+def test_slot_count_advice_counts_regions_of_even_colour(tmp_path, capsys):
+    from oc_perception.data import generate
+    from oc_perception.data.scene import advise_num_slots, count_things
+
+    frame = np.repeat(np.linspace(40, 80, 64).astype(np.uint8)[None, :, None], 64, axis=0).repeat(3, -1)
+    for i, color in enumerate([(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (0, 255, 255)]):
+        frame[4 + 11 * i : 9 + 11 * i, 10:15] = color  # five objects on a shaded floor (one region)
+    frame[60, 60] = 255  # a speck: no object
+    assert count_things(frame) == 5
+    crowded = frame.copy()
+    crowded[40:50, 40:50] = 200
+    advice = advise_num_slots([np.stack([frame] * 8 + [crowded] * 2)])
+    assert (advice.num_slots, advice.regions, advice.frames) == (8, 6, 10)  # 90th percentile: 6, + floor + spare
+    assert advice.reason.startswith("num_slots 8: ")
+    generate.main(["--env", "oc/ShapesPush-v0", "--episodes", "1", "--val-episodes", "1", "--steps", "2",
+                   "--out", str(tmp_path)])
+    assert "(model.num_slots)" in capsys.readouterr().out.splitlines()[-1]
+
+
 def _uncompressed_rle(mask: np.ndarray) -> dict:
     """COCO uncompressed RLE: column-major run lengths, starting with a run of zeros."""
     flat = mask.flatten(order="F")

@@ -507,3 +507,29 @@ def test_cuda_matches_cpu():
     on_gpu = masks_to_labels(masks.cuda(), (20, 20)).cpu()
     # Float rounding may flip exact near-ties between devices; anything else must agree.
     assert (on_gpu == masks_to_labels(masks, (20, 20))).float().mean() > 0.999
+
+
+# ---------------------------------------------------------------- label-free signals
+
+
+def test_label_free_signals_on_known_masks():
+    from oc_perception.signals import LabelFreeSignals
+
+    # 1 video, 3 frames, 2 slots on a 2 x 2 mask grid; cell 1 moves to slot 1 at frame 1, where its colour changes.
+    labels = torch.tensor([[0, 0, 1, 1], [0, 1, 1, 1], [0, 1, 1, 1]])
+    masks = torch.nn.functional.one_hot(labels, 2).permute(0, 2, 1).float()[None]  # [1, 3, 2, 4]
+    video = torch.zeros(1, 3, 3, 4, 4)
+    video[0, 1:, :, :2, 2:] = 1.0  # the top-right 2 x 2 pixels = cell 1, from frame 1 on
+    target = torch.zeros(1, 3, 16, 3)
+    target[0, 0, 0] = 1.0  # a bright pixel that moves: pixel 0 in frame 0, pixel 1 in frames 1 and 2
+    target[0, 1:, 1] = 1.0
+    mean_image = target.mean(dim=(0, 1), keepdim=True).expand_as(target)
+    signals = LabelFreeSignals(pixels=True)
+    signals.update({"decoder_masks": masks, "target": target, "reconstruction": target}, video)
+    signals.update({"decoder_masks": masks, "target": target, "reconstruction": mean_image}, video)
+    results = signals.compute()
+    assert results["label_free/slots_used"] == 2
+    assert results["label_free/mask_change"] == pytest.approx(2 / 16)  # 1 of 8 cell pairs, twice
+    assert results["label_free/mask_change_static"] == 0  # the one change is where the colour moved
+    assert results["label_free/objects_drawn"] == pytest.approx(0.5)  # drawn exactly once, the mean image once
+    assert "label_free/objects_drawn" not in LabelFreeSignals(pixels=False).compute()

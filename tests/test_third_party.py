@@ -72,4 +72,5 @@ def test_pretrain_on_videos_without_segmentation(tmp_path, capsys):
                 "trainer.stop_at=null", "model.loss.segmentation_weight=0",
                 "--data-dir", str(tmp_path), "--log-dir", str(tmp_path / "run")])
     last = [line for line in capsys.readouterr().out.splitlines() if line.startswith("step 2:")][-1]
-    assert "loss_total" in last and "ari" not in last  # losses only: there is no segmentation to score
+    assert "ari" not in last  # there is no segmentation to score: losses and the label-free signals
+    assert "loss_total" in last and "label_free/objects_drawn" in last and "label_free/mask_change_static" in last

@@ -84,6 +84,20 @@ def test_train_then_resume_matches_uninterrupted(data_dir, tmp_path):
     assert events and (tmp_path / "full" / "config.yml").is_file()
 
 
+def test_tensorboard_keeps_the_resume_steps_validation(data_dir, tmp_path):
+    """A run stopped at its step-5 checkpoint and continued logs validation at 5 and 10: the resume purges only
+    what came after the checkpoint (the step-5 scalars and mask images were logged before it was written)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run(data_dir, tmp_path / "run", extra=["trainer.stop_at=5"])
+    run(data_dir, tmp_path / "run", resume=tmp_path / "run")
+    events = EventAccumulator(str(tmp_path / "run"), size_guidance={"scalars": 0, "images": 0})
+    events.Reload()
+    assert [e.step for e in events.Scalars("val/loss_total")] == [5, 10]
+    assert [e.step for e in events.Images("val/masks_0")] == [5, 10]
+    assert [e.step for e in events.Scalars("train/loss_total")] == list(range(1, 11))
+
+
 def test_resume_with_another_config_is_refused(data_dir, tmp_path, capsys):
     run(data_dir, tmp_path / "a", steps=5)
     with pytest.raises(SystemExit) as e:
@@ -170,13 +184,19 @@ def test_evaluate_cli_reproduces_training_validation(data_dir, tmp_path, capsys)
     results = json.loads(out.read_text())
     events = EventAccumulator(str(tmp_path / "run"))
     events.Reload()
-    for name in ("video_ari_fg", "video_mbo_fg", "image_ari_fg", "loss_featrec"):
+    for name in ("video_ari_fg", "video_mbo_fg", "image_ari_fg", "loss_featrec", "label_free/objects_drawn",
+                 "label_free/mask_change_static", "label_free/slots_used"):
         logged = events.Scalars(f"val/{name}")[-1]
         assert logged.step == 2
-        key = name if name.startswith("loss") else f"decoder/{name}"
+        key = name if name.startswith(("loss", "label_free")) else f"decoder/{name}"
         assert results[key] == pytest.approx(logged.value, abs=1e-5), name
     assert -1 <= results["grouping/video_ari_fg"] <= 1 and "grouping/video_mbo_fg" in results
     assert "decoder/video_ari_fg" in capsys.readouterr().out
+
+    overlays = tmp_path / "sheet" / "masks.png"
+    evaluate_main(["configs/pretrain/shapes_stage1.yml", *overrides(), "--data-dir", str(data_dir),
+                   "--checkpoint", str(tmp_path / "run" / "model.safetensors"), "--overlays", str(overlays)])
+    assert f"mask overlays: {overlays}" in capsys.readouterr().out.splitlines() and overlays.is_file()
 
     with pytest.raises(SystemExit) as exit_info:
         evaluate_main(["configs/pretrain/shapes_stage1.yml", "--checkpoint", str(tmp_path / "missing.safetensors")])

@@ -35,7 +35,8 @@ class TinyImageEnv(gym.Env):
     """Two squares on a grey 16 x 16 canvas, moving at random; episodes of 1 to ``max_len`` steps.
 
     ``obs_kind``: "image" (uint8 RGB observations), "state" (float square positions; frames from ``render()``),
-    "rgba" or "float" (frames the model cannot take). ``info["segmentation"]``: int32 [16, 16], ids 1 and 2.
+    "mission" (a dict of positions and a text, as MiniGrid's; frames from ``render()``), "rgba" or "float" (frames
+    the model cannot take). ``info["segmentation"]``: int32 [16, 16], ids 1 and 2.
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
@@ -47,6 +48,8 @@ class TinyImageEnv(gym.Env):
             "state": spaces.Box(0, 16, (4,), np.float32),
             "rgba": spaces.Box(0, 255, (16, 16, 4), np.uint8),
             "float": spaces.Box(0, 1, (16, 16, 3), np.float32),
+            "mission": spaces.Dict({"state": spaces.Box(0, 16, (4,), np.float32),
+                                    "mission": spaces.Text(40, charset="abcdefghijklmnopqrstuvwxyz ")}),
         }[obs_kind]
         self.action_space = spaces.Discrete(2)
 
@@ -67,11 +70,16 @@ class TinyImageEnv(gym.Env):
             return np.concatenate([frame, np.full((16, 16, 1), 255, np.uint8)], axis=-1)
         return frame.astype(np.float32) / 255 if self.obs_kind == "float" else frame
 
-    def _obs(self) -> np.ndarray:
-        return self._pos.reshape(-1).astype(np.float32) if self.obs_kind == "state" else self._image()
+    def _obs(self) -> np.ndarray | dict[str, Any]:
+        state = self._pos.reshape(-1).astype(np.float32)
+        if self.obs_kind == "mission":
+            return {"state": state, "mission": "reach the red square"}
+        return state if self.obs_kind == "state" else self._image()
 
     def render(self) -> np.ndarray | None:
-        return self._image() if self.render_mode == "rgb_array" else None
+        if self.render_mode != "rgb_array":
+            return None
+        return self._frame() if self.obs_kind == "mission" else self._image()
 
     def _info(self) -> dict[str, Any]:
         return {"segmentation": self._segmentation()}
@@ -422,6 +430,37 @@ def test_sb3_matches_single_wrappers(model, include_masks):
                     np.testing.assert_allclose(terminal["masks"], final["masks"], atol=1e-5)
                 n_finals += 1
     assert n_finals >= 3
+
+
+def test_sb3_env_from_an_id_with_text_in_its_dict_observations(model):
+    """SB3's DummyVecEnv cannot buffer a text field (MiniGrid's mission); make_slot_vec_env observes the frames
+    instead, and keeps the terminal observations."""
+    from oc_perception.sb3 import make_slot_vec_env
+
+    n, steps = 2, 6
+    actions = np.random.default_rng(2).integers(0, 2, (steps, n))
+    env = make_slot_vec_env(TEST_ID, n, checkpoint=model, seed=30, env_kwargs={"obs_kind": "mission"})
+    refs = [reference_rollout(model, 30 + i, actions[:, i], True, obs_kind="mission") for i in range(n)]
+    np.testing.assert_allclose(env.reset(), np.stack([r[0][0] for r in refs]), atol=1e-5)
+    finals = 0
+    for t in range(steps):
+        obs, _, dones, infos = env.step(actions[t])
+        np.testing.assert_allclose(obs, np.stack([r[0][t + 1] for r in refs]), atol=1e-5)
+        for i in np.flatnonzero(dones):
+            np.testing.assert_allclose(infos[i]["terminal_observation"], refs[i][1][t + 1], atol=1e-5)
+            finals += 1
+    assert finals >= 1
+
+
+def test_sb3_env_on_minigrid(model):
+    pytest.importorskip("minigrid")
+    from oc_perception.sb3 import make_slot_vec_env
+
+    env = make_slot_vec_env("minigrid:MiniGrid-Dynamic-Obstacles-8x8-v0", 2, checkpoint=model, seed=0)
+    assert env.reset().shape == (2, K, D)
+    obs, rewards, _, _ = env.step(np.array([2, 2]))
+    assert obs.shape == (2, K, D) and np.isfinite(obs).all() and rewards.shape == (2,)
+    env.close()
 
 
 def test_sb3_render_frames_without_terminal_observation(model):

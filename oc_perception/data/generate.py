@@ -3,8 +3,12 @@
     python -m oc_perception.data.generate --env oc/ShapesPush-v0 --episodes 1000 --steps 24 --out data/shapes_push
 
 writes ``<out>/<name>-train-%06d.tar`` and ``<out>/<name>-validation-%06d.tar`` (``<name>`` from the env id,
-e.g. ``shapes_push``), one video per episode: ``video.npy`` uint8 [T, H, W, 3] (the reset frame and T - 1
-steps) and ``segmentations.npy`` uint8 [T, H, W, 1] from ``info["segmentation"]`` (0 = background).
+e.g. ``shapes_push``, ``mini_grid_dynamic_obstacles_8x8``), one video per episode: ``video.npy`` uint8
+[T, H, W, 3] (the reset frame and T - 1 steps) and ``segmentations.npy`` uint8 [T, H, W, 1] from
+``info["segmentation"]`` (0 = background). ``--frame-size S`` stores any env's frames at S x S, resized as the
+model's input transform resizes them (so at a model's input size they are what the model sees of the env), and
+the segmentations alike (nearest). At the end it prints a slot count for the recorded scenes
+(:mod:`oc_perception.data.scene`).
 
 Actions come from ``--policy MODULE:NAME``, a callable ``(env, seed) -> policy`` (default for our ``oc/*`` ids:
 ``envs.policies:ExplorationPolicy``, which heads for random objects and pushes through them, so objects move
@@ -23,14 +27,18 @@ import importlib
 import re
 import sys
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
+import torch
 
 from oc_perception.cli import yaml_mapping
-from oc_perception.data.shards import EmptyDatasetError, write_shards
+from oc_perception.data.scene import SlotAdvice, advise_num_slots
+from oc_perception.data.shards import EmptyDatasetError, iter_videos, write_shards
+from oc_perception.data.transforms import resize_frames_as_model_input, resize_labels
 
 Policy = Callable[[Any, dict], Any]
 """``policy(observation, info) -> action``, the interface of ``envs.policies``."""
@@ -40,10 +48,12 @@ OUR_POLICY = "envs.policies:ExplorationPolicy"
 
 
 def env_name(env_id: str) -> str:
-    """``"oc/ShapesPush-v0"`` -> ``"shapes_push"``, ``"panda_gym:PandaPush-v3"`` -> ``"panda_push"`` (the shard
-    file prefix)."""
-    base = env_id.split(":")[-1].split("/")[-1].rsplit("-v", 1)[0]
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", base).lower()
+    """The shard file prefix of an env id: words in lower case joined by ``_``, without module, namespace and
+    version: ``"oc/ShapesPush-v0"`` -> ``"shapes_push"``, ``"panda_gym:PandaPush-v3"`` -> ``"panda_push"``,
+    ``"MiniGrid-Dynamic-Obstacles-8x8-v0"`` -> ``"mini_grid_dynamic_obstacles_8x8"``."""
+    base = re.sub(r"-v\d+$", "", env_id.split(":")[-1].split("/")[-1])
+    words = re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", base)  # camel case: PandaPush, HTMLParser
+    return re.sub(r"[^a-z0-9]+", "_", words.lower()).strip("_")
 
 
 def _is_rgb(x: Any) -> bool:
@@ -67,10 +77,11 @@ def _segmentation(info: dict) -> np.ndarray | None:
     return seg.astype(np.uint8)
 
 
-def record_episode(env: gym.Env, steps: int, policy: Policy, seed: int) -> dict[str, np.ndarray] | None:
+def record_episode(env: gym.Env, steps: int, policy: Policy, seed: int,
+                   frame_size: int | None = None) -> dict[str, np.ndarray] | None:
     """Play one episode of ``steps`` frames. Returns ``{"video": uint8 [T, H, W, 3], "segmentations":
     uint8 [T, H, W, 1]}`` (no ``"segmentations"`` when the env's info has none), or None when the episode ends
-    before ``steps`` frames."""
+    before ``steps`` frames. ``frame_size`` S: H = W = S (see the module docstring)."""
     observation, info = env.reset(seed=seed)
     frames, segs = [_frame(env, observation)], [_segmentation(info)]
     while len(frames) < steps:
@@ -82,6 +93,11 @@ def record_episode(env: gym.Env, steps: int, policy: Policy, seed: int) -> dict[
     video = {"video": np.stack(frames)}
     if all(seg is not None for seg in segs):
         video["segmentations"] = np.stack(segs)[..., None]
+    if frame_size is not None:
+        video["video"] = resize_frames_as_model_input(video["video"], frame_size)
+        if "segmentations" in video:
+            labels = resize_labels(torch.from_numpy(video["segmentations"][..., 0]), (frame_size, frame_size))
+            video["segmentations"] = labels.numpy()[..., None]
     return video
 
 
@@ -115,10 +131,11 @@ def generate_videos(
     seed: int | list[int] = 0,
     max_attempts: int | None = None,
     env_kwargs: dict[str, Any] | None = None,
+    frame_size: int | None = None,
 ) -> Iterator[dict[str, np.ndarray]]:
     """Yield ``episodes`` full-length videos (see :func:`record_episode`), reproducible from ``seed``
     (anything ``numpy.random.default_rng`` takes). ``policy(env, episode_seed)`` makes each episode's policy;
-    ``env_kwargs`` go to ``gym.make``.
+    ``env_kwargs`` go to ``gym.make``; ``frame_size`` resizes the frames to a square.
 
     Raises RuntimeError after ``max_attempts`` episodes (default ``10 * episodes + 10``) if too many end early.
     """
@@ -135,7 +152,7 @@ def generate_videos(
                 )
             attempts += 1
             episode_seed = int(rng.integers(2**31))
-            video = record_episode(env, steps, policy(env, episode_seed), episode_seed)
+            video = record_episode(env, steps, policy(env, episode_seed), episode_seed, frame_size)
             if video is not None:
                 kept += 1
                 yield video
@@ -152,9 +169,13 @@ def make_env(env_id: str, steps: int, env_kwargs: dict[str, Any] | None = None) 
         raise ValueError(f"cannot make env {env_id!r} ({e}); check the id (ours: oc/ShapesPush-v0, "
                          "oc/ShapesReach-v0, oc/ShapesOddOneOut-v0, oc/PandaPush-v0; MODULE:ID imports MODULE "
                          "first, e.g. envs:oc/ShapesPush-v0)") from e
+    except ImportError as e:  # MODULE:ID whose module is not installed
+        raise ValueError(f"cannot make env {env_id!r}: {str(e).split('. ')[0]}; install the package that registers "
+                         "it (e.g. pip install minigrid)") from e
     except TypeError as e:
         raise ValueError(f"env {env_id!r} does not take the arguments {sorted(env_kwargs or {})} ({e}); "
-                         "--image-size is for envs that take image_size (ours)") from e
+                         "--image-size is for envs that take image_size (ours); --frame-size resizes any env's "
+                         "frames") from e
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -169,6 +190,8 @@ def main(argv: list[str] | None = None) -> None:
         "--val-episodes", type=int, default=None, help="validation videos (default: episodes // 10, at least 1)"
     )
     parser.add_argument("--image-size", type=int, default=None, help="passed as image_size= to the env (ours: 64)")
+    parser.add_argument("--frame-size", type=int, default=None,
+                        help="store frames at this square size, any env (e.g. 64, a model's input size)")
     parser.add_argument("--env-kwargs", type=yaml_mapping, default=None,
                         help="more env constructor arguments, a YAML mapping, e.g. '{render_width: 64, render_height: 64}'")
     parser.add_argument("--policy", default=None,
@@ -185,27 +208,65 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
 
 
-def generate(args: argparse.Namespace) -> None:
+def default_policy(env_id: str) -> str:
+    """The ``--policy`` of ``env_id`` when none is given: our exploration policy for ``oc/*`` ids, else random."""
+    return OUR_POLICY if env_id.split(":")[-1].startswith("oc/") else "random"
+
+
+@dataclass
+class Recording:
+    """What :func:`generate` wrote: the shard file prefix, the shard paths per split and the slot-count advice
+    from the recorded frames."""
+
+    name: str
+    shards: dict[str, list[Path]]
+    advice: SlotAdvice
+
+
+def generate(args: argparse.Namespace) -> Recording:
+    """Record the shards of the parsed command-line ``args`` (see :func:`main`) and print what was done."""
     val_episodes = max(1, args.episodes // 10) if args.val_episodes is None else args.val_episodes
     for flag, value, least in (("--episodes", args.episodes, 1), ("--steps", args.steps, 1),
                                ("--val-episodes", val_episodes, 0), ("--videos-per-shard", args.videos_per_shard, 1)):
         if value < least:
             raise ValueError(f"{flag} {value}: must be at least {least}")
-    if args.image_size is not None and args.image_size < 1:
-        raise ValueError(f"--image-size {args.image_size}: must be at least 1")
-    policy = load_policy(args.policy or (OUR_POLICY if args.env.startswith("oc/") else "random"))
+    for flag, value in (("--image-size", args.image_size), ("--frame-size", getattr(args, "frame_size", None))):
+        if value is not None and value < 1:
+            raise ValueError(f"{flag} {value}: must be at least 1")
+    policy = load_policy(args.policy or default_policy(args.env))
     env_kwargs = {**(args.env_kwargs or {}), **({} if args.image_size is None else {"image_size": args.image_size})}
-    make_env(args.env, args.steps, env_kwargs).close()  # a bad id or argument stops here, before any file
+    frame_size = getattr(args, "frame_size", None)
+    height, width = first_frame(args.env, env_kwargs).shape[:2]  # a bad id, argument or frame stops here
+    if frame_size is not None and (height, width) != (frame_size, frame_size):
+        print(f"frames: the env gives {height}x{width}; stored at {frame_size}x{frame_size}, resized as the "
+              "model's input transform resizes them")
     name = args.name or env_name(args.env)
     # Independent seed streams per split, so validation episodes are not replays of training ones.
+    written = {}
     for split_id, (split, count) in enumerate((("train", args.episodes), ("validation", val_episodes))):
         if count == 0:
             continue
-        videos = generate_videos(args.env, count, args.steps, policy, [args.seed, split_id], env_kwargs=env_kwargs)
-        paths = write_shards(
+        videos = generate_videos(args.env, count, args.steps, policy, [args.seed, split_id], env_kwargs=env_kwargs,
+                                 frame_size=frame_size)
+        written[split] = write_shards(
             videos, args.out / f"{name}-{split}-%06d.tar", args.videos_per_shard, total=count, overwrite=args.overwrite
         )
-        print(f"{split}: {count} videos in {len(paths)} shard(s) {paths[0].parent}/{name}-{split}-*.tar")
+        print(f"{split}: {count} videos in {len(written[split])} shard(s) {args.out}/{name}-{split}-*.tar")
+    shards = written.get("validation", written["train"])
+    advice = advise_num_slots(sample["video"] for sample in iter_videos(shards, ["video"]))
+    print(advice.reason + " (model.num_slots)")
+    return Recording(name, written, advice)
+
+
+def first_frame(env_id: str, env_kwargs: dict[str, Any] | None = None) -> np.ndarray:
+    """The reset frame of ``env_id`` (uint8 [H, W, 3]), as :func:`record_episode` takes it; raises ValueError
+    naming the problem when the env cannot be made or gives no RGB frame."""
+    env = make_env(env_id, 1, env_kwargs)
+    try:
+        observation, _ = env.reset(seed=0)
+        return _frame(env, observation)
+    finally:
+        env.close()
 
 
 if __name__ == "__main__":

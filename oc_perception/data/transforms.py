@@ -120,6 +120,18 @@ def preprocess_frames(
     return x.reshape(*lead, 3, size, size)
 
 
+def resize_frames_as_model_input(frames: np.ndarray | torch.Tensor, size: int) -> np.ndarray:
+    """uint8 RGB ``[T, H, W, 3]`` -> uint8 ``[T, size, size, 3]``, resized as :func:`preprocess_frames` resizes
+    (bicubic, no antialias, clamped): frames stored at the model's input size are what the model makes of the
+    env's frames at their own size, so training and the env wrappers see the same pixels (up to rounding)."""
+    frames = torch.as_tensor(np.asarray(frames))
+    check_rgb_uint8(frames)
+    if frames.shape[-3:-1] == (size, size):
+        return frames.numpy()
+    x = resize_square(to_float_frames(frames), size)
+    return (x * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
 def sample_chunk_start(num_frames: int, chunk_size: int, rng: np.random.Generator) -> int:
     """Start frame of one random ``chunk_size`` chunk of a video.
 

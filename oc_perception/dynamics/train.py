@@ -161,7 +161,7 @@ def train(args: argparse.Namespace) -> Path:
     with claim_log_dir(log_dir, resuming=state is not None, overwrite=getattr(args, "overwrite", False),
                        resumed_dir=resume_path.parent.parent if resume_path else None):
         step = 0 if state is None else restore(state, model, optim, sched, resume_path)
-        writer = SummaryWriter(log_dir, purge_step=step if step else None)
+        writer = SummaryWriter(log_dir, purge_step=step + 1 if step else None)  # keep the checkpoint step's logs
         text = yaml.safe_dump(to_dict(cfg), sort_keys=False)
         atomic_write(log_dir / "config.yml", lambda tmp: Path(tmp).write_text(text))
         print(f"training dynamics {config_file.stem} on {device}: {len(train_slots)} trajectories, slots "
