@@ -1,6 +1,7 @@
 """Validation curves of training runs, read from their TensorBoard logs: a table and a PNG.
 
     python benchmarks/learning_curves.py runs/screen_* [--steps 500 1000 1500] [--png docs/img/curves.png]
+        [--start RUN=STEP ...]
 
 For each run (a log dir of ``python -m oc_perception.train``) prints, per validated step, the decoder-mask and
 slot-attention video FG-ARI and mBO, the first-frame-slot share (an object's later visible frames in the slot
@@ -44,8 +45,16 @@ def main() -> None:
     ap.add_argument("--steps", nargs="*", type=int, default=None, help="rows to show (default: every validation)")
     ap.add_argument("--png", type=Path, default=None)
     ap.add_argument("--title", default="validation video FG-ARI / mBO / identity (held-out episodes)")
+    ap.add_argument("--start", nargs="*", default=[], metavar="RUN=STEP",
+                    help="steps a run had before it began (a run fine-tuned with --init-from from another run's "
+                         "step): its curve is shifted by them, e.g. base6k_bg05=6000")
     args = ap.parse_args()
-    runs = {run.name: read_run(run) for run in args.runs}
+    try:
+        starts = {name: int(step) for name, step in (item.split("=", 1) for item in args.start)}
+    except ValueError:
+        ap.error("--start takes RUN=STEP pairs, e.g. base6k_bg05=6000")
+    runs = {run.name: {key: {step + starts.get(run.name, 0): v for step, v in values.items()}
+                       for key, values in read_run(run).items()} for run in args.runs}
     print("| run | step | " + " | ".join(SERIES) + " | s/step |")
     print("|---|---:|" + "---:|" * (len(SERIES) + 1))
     for name, series in runs.items():

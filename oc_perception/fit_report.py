@@ -67,6 +67,8 @@ def read_scalars(log_dir: str | Path, tags: list[str] | None = None) -> dict[str
     for path in sorted(Path(log_dir).glob("events.out.tfevents.*"), key=lambda p: int(p.name.split(".")[3])):
         for event in EventFileLoader(str(path)).Load():
             for value in event.summary.value:
+                if value.HasField("tensor") and len(value.tensor.float_val) != 1:
+                    continue  # images, videos, text: not scalars
                 if tags is None or value.tag in tags:
                     number = value.tensor.float_val[0] if value.HasField("tensor") else value.simple_value
                     out.setdefault(value.tag, {})[event.step] = number
