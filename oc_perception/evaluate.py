@@ -139,6 +139,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--first-frame-passes", type=int, default=None,
                     help="passes over each video's first frame (model.slot_attention.first_frame_passes; default: "
                          "the checkpoint's)")
+    ap.add_argument("--num-slots", type=int, default=None,
+                    help="slots per video, for models with random initial slots (default: the checkpoint's)")
     ap.add_argument("--out", type=Path, default=None, help="also write the results as JSON")
     ap.add_argument("--overlays", type=Path, default=None,
                     help="also write a PNG of the first validation videos: frame | reconstruction | decoder "
@@ -158,6 +160,11 @@ def main(argv: list[str] | None = None) -> None:
             if args.first_frame_passes < 1:
                 raise ConfigError(f"--first-frame-passes must be >= 1, got {args.first_frame_passes}")
             model.cfg.slot_attention.first_frame_passes = args.first_frame_passes
+        if args.num_slots is not None:
+            try:
+                model.set_num_slots(args.num_slots)
+            except ValueError as e:
+                raise ConfigError(f"--num-slots: {e}") from None
         cfg.model = model.cfg  # videos are resized and normalised as the checkpoint was trained
         loader = build_dataloader(cfg, args.data_dir, "val")
         sheets = []

@@ -62,6 +62,26 @@ def test_first_frame_passes_show_the_first_frame_again(relative):
     assert not torch.allclose(settled["slots"], once(video)[0]["slots"], atol=1e-3)  # the passes changed them
 
 
+@pytest.mark.parametrize("relative", [False, True])
+def test_num_slots_is_free_at_inference_with_random_initial_slots(relative):
+    model = make_model(["model.initializer=random"] + (["model.slot_attention.relative=true"] if relative else []))
+    mu = model.initializer.mu
+    model.set_num_slots(6)
+    assert model.initializer.mu is mu and model.cfg.num_slots == 6  # the learned distribution, shared
+    video = random_video(model)
+    with torch.no_grad():
+        out, _ = model(video)
+        state = model.init_state(3)
+        for t in range(video.shape[1]):
+            step, state = model.step(video[:, t], state, decode=True)
+    assert out["slots"].shape[2] == 6 and out["decoder_masks"].shape[2] == 6
+    torch.testing.assert_close(step["slots"], out["slots"][:, -1], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(out["decoder_masks"].sum(2), torch.ones_like(out["decoder_masks"][:, :, 0]))
+    fixed = make_model([])
+    with pytest.raises(ValueError, match="random initial slots"):
+        fixed.set_num_slots(6)
+
+
 def test_streaming_with_restarts_equals_clip_forward(variant):
     """Frame by frame, with rows restarting mid-stream, each row sees what a clip forward of its episode sees."""
     model = variant

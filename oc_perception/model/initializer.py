@@ -28,7 +28,7 @@ class RandomSlots(nn.Module):
 
     def __init__(self, num_slots: int, dim: int, eval_seed: int = 0, positions: bool = False) -> None:
         super().__init__()
-        self.num_slots = num_slots
+        self.num_slots, self.eval_seed = num_slots, eval_seed
         self.mu = nn.Parameter(torch.randn(1, 1, dim) * dim**-0.5)
         self.log_sigma = nn.Parameter(torch.full((1, 1, dim), math.log(dim**-0.5)))
         gen = torch.Generator().manual_seed(eval_seed)
@@ -37,6 +37,13 @@ class RandomSlots(nn.Module):
         if positions:
             self.register_buffer("eval_positions", torch.rand(1, num_slots, 2, generator=gen) * 2 - 1,
                                  persistent=False)
+
+    def with_num_slots(self, num_slots: int) -> "RandomSlots":
+        """The same learned distribution drawing ``num_slots`` slots (its ``mu`` and ``sigma`` shared, not copied):
+        slots drawn from one distribution are exchangeable, so their number is a choice at inference time."""
+        other = RandomSlots(num_slots, self.mu.shape[-1], self.eval_seed, self.positions).to(self.mu.device)
+        other.mu, other.log_sigma = self.mu, self.log_sigma
+        return other.train(self.training)
 
     def forward(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         """-> (slots [B, K, D], positions [B, K, 4] (x, y, scale x, scale y) or None)."""

@@ -282,6 +282,18 @@ class SlotContrast(nn.Module):
             return slots, None
         return slots, self.initial_positions.expand(batch_size, -1, -1)
 
+    def set_num_slots(self, num_slots: int) -> None:
+        """Draw ``num_slots`` slots per episode from now on (models with ``initializer: random`` only: their slots
+        come from one learned distribution, so K is free at inference; nothing else in the model depends on it).
+        Raises ValueError for fixed initial slots, which are K learned vectors."""
+        if self.cfg.initializer != "random":
+            raise ValueError("num_slots can change only for models with random initial slots (model.initializer: "
+                             f"random); this one has {self.cfg.num_slots} learned initial slots")
+        if not isinstance(num_slots, numbers.Integral) or isinstance(num_slots, bool) or num_slots < 1:
+            raise ValueError(f"num_slots must be a positive int, got {num_slots!r}")
+        self.initializer = self.initializer.with_num_slots(int(num_slots))
+        self.cfg.num_slots = int(num_slots)
+
     def init_state(self, batch_size: int) -> SlotState:
         """A state for ``batch_size`` streams, every row at the start of an episode."""
         if not isinstance(batch_size, numbers.Integral) or isinstance(batch_size, bool) or batch_size < 1:
