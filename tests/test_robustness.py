@@ -666,3 +666,28 @@ def test_a_bundled_model_of_another_env_is_named(tmp_path):
         with pytest.warns(UserWarning, match=f"checkpoint {path} is the bundled model of oc/PandaPush-v0, but the "
                                              "env is oc/ShapesOddOneOut-v0"):
             load_model(path, "cpu", env_id="oc/ShapesOddOneOut-v0")
+
+
+def test_sigterm_to_the_process_group_saves_the_last_step(data_dir, tmp_path):
+    """A scheduler's SIGTERM (or Ctrl-C in a terminal) reaches the DataLoader workers too; the run must still save
+    its last whole step, exit 130 and resume from it."""
+    import signal
+
+    log = tmp_path / "run"
+    argv = [sys.executable, "-m", "oc_perception.train", *train_argv(data_dir, log, steps=100000),
+            "data.num_workers=1", "trainer.log_every=1000"]
+    proc = subprocess.Popen(argv, cwd=REPO, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    seen = ""
+    while "/100000" not in seen:  # the progress bar: training steps have begun
+        chunk = proc.stderr.read(200)
+        assert chunk, f"training ended before it began: {seen[-500:]}"
+        seen += chunk
+    time.sleep(3)
+    os.killpg(proc.pid, signal.SIGTERM)
+    rest = proc.stderr.read()
+    assert proc.wait(timeout=120) == 130, (seen + rest)[-2000:]
+    assert "DataLoader worker" not in rest
+    last_line = rest.strip().splitlines()[-1]
+    saved = sorted((log / "checkpoints").glob("step_*.pt"))
+    assert saved and saved[-1].name in last_line and "--continue" in last_line, last_line

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import signal
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -94,6 +95,14 @@ def video_transform(cfg: Config, train: bool) -> VideoTransform:
                           mask_size=None if train else data.segmentation_size)
 
 
+def _leave_stop_signals_to_the_main_process(worker_id: int) -> None:
+    """Ctrl-C in a terminal and SIGTERM from a scheduler (Slurm's ``scancel``, ``kill -- -PGID``) reach the whole
+    process group. A worker killed by them would make the main process fail with a DataLoader error before it
+    saved; ignoring them here lets the main process save the last whole step and then end its workers itself."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def build_dataloader(cfg: Config, data_dir: str | Path | None, split: str, rank: int = 0, world_size: int = 1,
                      start_step: int = 0, cache: FeatureCache | None = None) -> DataLoader:
     """DataLoader for ``split`` ("train" or "val"/"validation") from ``cfg.data`` and the model's input size,
@@ -116,8 +125,9 @@ def build_dataloader(cfg: Config, data_dir: str | Path | None, split: str, rank:
             transform = dataclasses.replace(transform, mask_size=decoder_mask_side(cfg))
         dataset = TrainClips(index, transform, data.chunk_size, cfg.trainer.seed, cache, segmentation=supervised)
         sampler = StepSampler(len(dataset), data.batch_size, cfg.trainer.seed, start_step, rank, world_size)
-        return DataLoader(dataset, batch_sampler=sampler, num_workers=data.num_workers, pin_memory=pin)
+        return DataLoader(dataset, batch_sampler=sampler, num_workers=data.num_workers, pin_memory=pin,
+                          worker_init_fn=_leave_stop_signals_to_the_main_process)
     dataset = ValidationVideos(expand_shards(data.val_shards, data_dir), video_transform(cfg, False),
                                max_videos=data.val_max_videos, rank=rank, world_size=world_size)
     return DataLoader(dataset, batch_size=data.val_batch_size, num_workers=data.num_workers,
-                      collate_fn=collate_videos, pin_memory=pin)
+                      collate_fn=collate_videos, pin_memory=pin, worker_init_fn=_leave_stop_signals_to_the_main_process)
