@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from envs import ENV_IDS
 from oc_perception.config import ConfigError, load_config
-from oc_perception.wrappers import MASK_SOURCES
+from oc_perception.engine import MASK_SOURCES
 
 OBS_TYPES = ("slots", "pixels", "state")
 """slots: SlotContrast slots (the perception checkpoint); pixels: raw 64 x 64 frames (CnnPolicy); state:

@@ -24,7 +24,8 @@ from oc_perception import SlotContrast
 from oc_perception.checkpoint import default_checkpoint, load_checkpoint, save_checkpoint
 from oc_perception.config import load_config
 from oc_perception.consistency import SlotConsistency, slot_identity_stats
-from oc_perception.wrappers import SlotObservation, VecSlotObservation, VectorSlotObservation, make
+from oc_perception.sb3 import VecSlotObservation
+from oc_perception.wrappers import SlotObservation, VectorSlotObservation, make
 from conftest import tiny_overrides
 
 TEST_ID = "oc_test/TinyImage-v0"
