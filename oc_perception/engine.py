@@ -24,7 +24,7 @@ from einops import rearrange
 from gymnasium import spaces
 
 from oc_perception.checkpoint import load_model
-from oc_perception.data.transforms import rgb_conversion
+from oc_perception.frames import rgb_conversion
 from oc_perception.devices import Precision, autocast, check_precision
 from oc_perception.model.slotcontrast import SlotContrast, SlotState
 

@@ -1,11 +1,13 @@
 """A built wheel works outside the repository: configs and bundled checkpoints ship inside it, and
-``import oc_perception`` does not pull in Stable-Baselines3."""
+``import oc_perception`` loads only what the wrappers need (no FFmpeg, webdataset, timm, scipy or SB3)."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+
+import pytest
 
 from conftest import REPO
 
@@ -21,6 +23,19 @@ print(default_checkpoint("oc/ShapesPush-v0").is_file())
 from oc_perception import VecSlotObservation
 print(VecSlotObservation.__module__)
 """
+
+
+HEAVY = ("av", "webdataset", "timm", "torchvision", "scipy", "stable_baselines3")
+
+
+@pytest.mark.parametrize("module", ["oc_perception", "oc_perception.wrappers"])
+def test_import_loads_only_what_it_needs(module):
+    probe = (f"import sys, {module}; print(' '.join(sorted({{m.split('.')[0] for m in sys.modules}} & "
+             f"set({HEAVY!r}))))")
+    out = subprocess.run([sys.executable, "-c", probe], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [], f"import {module} imported {out.stdout.strip()}"
 
 
 def test_wheel_works_outside_the_repository(tmp_path):
