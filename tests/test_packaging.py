@@ -15,10 +15,10 @@ PROBE = """
 import sys
 import oc_perception
 assert not any(m.startswith("stable_baselines3") for m in sys.modules), "import oc_perception imported SB3"
-from oc_perception.checkpoint import config_path, default_checkpoint
+from oc_perception.checkpoint import default_checkpoint
 from oc_perception.config import load_config
 print(oc_perception.__file__)
-print(load_config(config_path("movi_c")).model.num_slots)
+print(load_config("movi_c").model.num_slots)
 print(default_checkpoint("oc/ShapesPush-v0").is_file())
 from oc_perception import VecSlotObservation
 print(VecSlotObservation.__module__)
