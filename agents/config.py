@@ -9,9 +9,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from envs import ENV_IDS
 from oc_perception.config import POSITIVE, ConfigError, load_config
 from oc_perception.engine import MaskSource
+
+from . import envs_package
 
 ObsType = Literal["slots", "pixels", "state"]
 """slots: SlotContrast slots (the perception checkpoint); pixels: raw 64 x 64 frames (CnnPolicy); state:
@@ -93,8 +94,8 @@ def load_agent_config(path: str | Path | None = None, overrides: list[str] | Non
 def check_agent_config(cfg: AgentConfig) -> None:
     """Raise a ``ConfigError`` naming the first value that cannot work together with the others (the loader
     has checked each value's type, choices and range)."""
-    if cfg.env_id not in ENV_IDS:
-        raise ConfigError(f"env_id must be one of {', '.join(ENV_IDS)}, got '{cfg.env_id}'")
+    if cfg.env_id not in envs_package.ENV_IDS:
+        raise ConfigError(f"env_id must be one of {', '.join(envs_package.ENV_IDS)}, got '{cfg.env_id}'")
     check_env_kwargs(cfg.env_id, cfg.env_kwargs, "env_kwargs")
     # SB3 would only warn, then train on a truncated last minibatch every epoch.
     if (cfg.ppo.n_steps * cfg.n_envs) % cfg.ppo.batch_size:
