@@ -28,7 +28,8 @@ VecEnvKind = Literal["dummy", "subproc"]
 class PPOConfig:
     """Stable-Baselines3 ``PPO`` arguments (``lr`` is ``learning_rate``)."""
 
-    n_steps: int = field(default=128, metadata=POSITIVE)  # steps per env per rollout; a rollout is n_steps * n_envs transitions
+    # steps per env per rollout; a rollout is n_steps * n_envs transitions
+    n_steps: int = field(default=128, metadata=POSITIVE)
     batch_size: int = field(default=256, metadata=POSITIVE)
     n_epochs: int = field(default=4, metadata=POSITIVE)
     lr: float = 3e-4

@@ -39,8 +39,10 @@ class DynamicsDataConfig:
 
 @dataclass
 class DynamicsLossConfig:
-    rollout_weight: float = field(default=1.0, metadata=NON_NEGATIVE)  # MSE of the autoregressive rollout over the ``rollout`` frames (SlotFormer)
-    teacher_forcing_weight: float = field(default=1.0, metadata=NON_NEGATIVE)  # MSE of one-step predictions from every true window of a clip
+    # MSE of the autoregressive rollout over the ``rollout`` frames (SlotFormer)
+    rollout_weight: float = field(default=1.0, metadata=NON_NEGATIVE)
+    # MSE of one-step predictions from every true window of a clip
+    teacher_forcing_weight: float = field(default=1.0, metadata=NON_NEGATIVE)
 
 
 @dataclass
