@@ -20,6 +20,8 @@ from oc_perception.model.slotcontrast import SlotContrast
 from oc_perception.sb3 import VecSlotObservation
 from oc_perception.wrappers import SlotObservation
 
+# registers the oc/ ids, also in SubprocVecEnv workers that import this module
+from . import envs_package  # noqa: F401
 from .config import AgentConfig
 from .state import ObjectStateObservation
 
