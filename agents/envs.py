@@ -16,11 +16,14 @@ import gymnasium as gym
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecTransposeImage
 
-import envs  # noqa: F401  (registers the oc/ ids, also in SubprocVecEnv workers that import this module)
-from agents.config import AgentConfig
-from agents.state import ObjectStateObservation
 from oc_perception.model.slotcontrast import SlotContrast
-from oc_perception.wrappers import SlotObservation, VecSlotObservation
+from oc_perception.sb3 import VecSlotObservation
+from oc_perception.wrappers import SlotObservation
+
+# registers the oc/ ids, also in SubprocVecEnv workers that import this module
+from . import envs_package  # noqa: F401
+from .config import AgentConfig
+from .state import ObjectStateObservation
 
 
 def make_env(env_id: str, obs: str, env_kwargs: dict | None = None, flatten_state: bool = True) -> gym.Env:

@@ -35,16 +35,17 @@ from stable_baselines3.common.callbacks import BaseCallback, EvalCallback
 from stable_baselines3.common.vec_env import VecEnv
 from tqdm import tqdm
 
-from agents.config import OBS_TYPES, AgentConfig, load_agent_config
-from agents.envs import make_single_env, make_vec_env
-from agents.evaluation import RandomAgent, record_episode, success_rate
-from agents.extractor import SlotSetExtractor
 from oc_perception.cli import Interrupted, run_or_exit
 from oc_perception.checkpoint import CheckpointError, default_checkpoint, load_model
 from oc_perception.config import ConfigError, to_dict
 from oc_perception.devices import resolve_device
 from oc_perception.io import atomic_write
 from oc_perception.rundir import RunFiles, claim_log_dir
+
+from .config import OBS_TYPES, AgentConfig, load_agent_config
+from .envs import make_single_env, make_vec_env
+from .evaluation import RandomAgent, record_episode, success_rate
+from .extractor import SlotSetExtractor
 
 # Errors that stop a run with one line: bad config or checkpoint (a missing bundled checkpoint included).
 USER_ERRORS = (ConfigError, CheckpointError, FileNotFoundError)

@@ -7,7 +7,7 @@ from typing import Any, SupportsFloat
 import gymnasium as gym
 import numpy as np
 
-from envs.base import ObjectCentricEnv
+from . import envs_package
 
 
 class ObjectStateObservation(gym.Wrapper[np.ndarray, Any, Any, Any], gym.utils.RecordConstructorArgs):
@@ -30,7 +30,7 @@ class ObjectStateObservation(gym.Wrapper[np.ndarray, Any, Any, Any], gym.utils.R
         gym.utils.RecordConstructorArgs.__init__(self, flatten=flatten)
         super().__init__(env)
         base = env.unwrapped
-        if not isinstance(base, ObjectCentricEnv):
+        if not isinstance(base, envs_package.ObjectCentricEnv):
             raise TypeError(f"ObjectStateObservation needs one of the envs in `envs`, got {type(base).__name__}")
         self.flatten = flatten
         columns = len(base.object_state_names)

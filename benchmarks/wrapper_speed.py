@@ -33,7 +33,8 @@ from gymnasium.vector import SyncVectorEnv
 
 import envs  # noqa: F401  (registers oc/ShapesPush-v0)
 from oc_perception import SlotContrast
-from oc_perception.checkpoint import CONFIG_DIR, default_checkpoint, load_checkpoint
+from oc_perception.checkpoint import default_checkpoint, load_checkpoint
+from oc_perception.config import CONFIG_DIR
 from oc_perception.config import load_config
 from oc_perception.wrappers import SlotObservation, VectorSlotObservation
 

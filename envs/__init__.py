@@ -14,10 +14,10 @@ See ``envs.base.ObjectCentricEnv`` for the spaces and ``info`` keys shared by ev
 for scripted policies and ``python -m envs.play`` for videos.
 """
 
-from envs.base import ACTION_MEANINGS, ObjectCentricEnv, PlanarState
-from envs.panda import PandaPushEnv
-from envs.registration import ENV_IDS, make_with_wrappers, register_envs
-from envs.shapes import ShapesEnv, ShapesOddOneOutEnv, ShapesPushEnv, ShapesReachEnv
+from .base import ACTION_MEANINGS, ObjectCentricEnv, PlanarState
+from .panda import PandaPushEnv
+from .registration import ENV_IDS, make_with_wrappers, register_envs
+from .shapes import ShapesEnv, ShapesOddOneOutEnv, ShapesPushEnv, ShapesReachEnv
 
 register_envs()
 

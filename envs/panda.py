@@ -22,8 +22,8 @@ import numpy as np
 import pybullet
 import pybullet_data
 
-from envs.base import ObjectCentricEnv, PlanarState, resolve_count, sample_free_position
-from envs.palette import AGENT_COLOR_ID, COLOR_NAMES, COLORS, resolve_names, sample_unique_target_colors
+from .base import ObjectCentricEnv, PlanarState, resolve_count, sample_free_position
+from .palette import AGENT_COLOR_ID, COLOR_NAMES, COLORS, resolve_names, sample_unique_target_colors
 
 CUBE_HALF = 0.025
 CUBE_MASS = 0.1

@@ -19,8 +19,7 @@ import gymnasium as gym
 import numpy as np
 from tqdm import tqdm
 
-import envs  # noqa: F401  (registers the ids)
-from envs.policies import ExplorationPolicy, scripted_solver
+from .policies import ExplorationPolicy, scripted_solver
 from oc_perception.io import VideoWriter
 from oc_perception.viz import compose_panels, label_colors
 

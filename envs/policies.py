@@ -19,7 +19,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from envs.base import DIRECTIONS, ObjectCentricEnv, PlanarState
+from .base import DIRECTIONS, ObjectCentricEnv, PlanarState
 
 
 def _unwrap(env: gym.Env) -> ObjectCentricEnv:

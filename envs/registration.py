@@ -13,8 +13,8 @@ from typing import Any
 
 import gymnasium as gym
 
-from envs.panda import PandaPushEnv
-from envs.shapes import ShapesOddOneOutEnv, ShapesPushEnv, ShapesReachEnv
+from .panda import PandaPushEnv
+from .shapes import ShapesOddOneOutEnv, ShapesPushEnv, ShapesReachEnv
 
 EnvWrapper = Callable[[gym.Env], gym.Env]
 """A wrapper class (called with the env) or any callable ``env -> env``."""

@@ -24,10 +24,10 @@ from typing import ClassVar
 import numpy as np
 import pymunk
 
-from envs.base import ObjectCentricEnv, PlanarState, resolve_count, sample_free_position
-from envs.palette import (AGENT_COLOR, AGENT_COLOR_ID, COLOR_NAMES, COLORS, SHAPES, resolve_names,
+from .base import ObjectCentricEnv, PlanarState, resolve_count, sample_free_position
+from .palette import (AGENT_COLOR, AGENT_COLOR_ID, COLOR_NAMES, COLORS, SHAPES, resolve_names,
                           sample_unique_target_colors)
-from envs.render import polygon_halfplanes, rasterize
+from .render import polygon_halfplanes, rasterize
 
 WORLD = 64.0
 WALL = 2.0

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import sys
 from dataclasses import dataclass
@@ -28,9 +27,8 @@ from torch.utils.data import DataLoader
 from torch.utils.tensorboard import SummaryWriter
 
 from oc_perception.cli import run_or_exit
-from oc_perception.checkpoint import (CheckpointError, config_path, load_weights, save_checkpoint,
-                                      save_step_checkpoint)
-from oc_perception.config import Config, ConfigError, canonical_config, load_config, to_dict
+from oc_perception.checkpoint import CheckpointError, load_weights, save_checkpoint
+from oc_perception.config import Config, ConfigError, config_path, load_config, to_dict
 from oc_perception.data.clips import FeatureCache, ShardIndex
 from oc_perception.data.datasets import build_dataloader, video_transform
 from oc_perception.data.shards import EmptyDatasetError, ShardError, expand_shards
@@ -40,7 +38,8 @@ from oc_perception.evaluate import evaluate
 from oc_perception.model import SlotContrast
 from oc_perception.model.encoder import BackboneWeightsError
 from oc_perception.rundir import claim_log_dir
-from oc_perception.trainer import TrainLoop, adam_with_schedule, read_resume_state, restore, rng_states
+from oc_perception.trainer import (TrainLoop, adam_with_schedule, check_resume_config, read_resume_state, restore,
+                                   save_training_state_at)
 
 # Errors that stop a run with one line: bad config, data, or checkpoint, and a diverged loss. (A ValueError only
 # counts while setting up, so a bug in the loop still shows its traceback.)
@@ -162,14 +161,8 @@ def train(args: argparse.Namespace) -> Path:
                           "pass one of them")
     resume_path, state = read_resume_state(args.resume, "pretraining") if args.resume else (None, None)
     cfg = load_config(config_path(args.config), args.overrides)
-    saved = canonical_config(json.loads(state["config"])) if state is not None else None
-    current = to_dict(cfg)
-    if saved is not None:  # trainer.stop_at is a time budget, not the recipe: a run may go on past it
-        saved["trainer"]["stop_at"] = current["trainer"]["stop_at"]
-    if saved is not None and saved != current:
-        diff = [k for k in ("model", "data", "optim", "trainer") if saved.get(k) != current[k]]
-        raise CheckpointError(f"--continue {resume_path} was trained with another config (differs in: "
-                              f"{', '.join(diff)}); pass the same config and overrides")
+    if state is not None:
+        check_resume_config(state["config"], cfg, resume_path)
     log_dir = Path(args.log_dir or (resume_path.parent.parent if resume_path else
                                     Path("runs") / Path(config_path(args.config)).stem))
     d = setup_distributed(cfg.trainer.device)
@@ -241,9 +234,7 @@ def save_training_checkpoint(log_dir: Path, model: SlotContrast, optim, sched, s
     """checkpoints/step_XXXXXXXX.pt (atomic; only the newest ``trainer.keep_last`` are kept) and the current
     model as model.safetensors, usable by inference and the wrappers while training goes on."""
     trainable = {k: v for k, v in model.state_dict().items() if not k.startswith("encoder.backbone.")}
-    payload = {"model": trainable, "optimizer": optim.state_dict(), "scheduler": sched.state_dict(), "step": step,
-               "rng": rng_states(), "config": json.dumps(to_dict(cfg), sort_keys=True)}
-    path = save_step_checkpoint(log_dir, step, payload, cfg.trainer.keep_last)
+    path = save_training_state_at(log_dir, step, cfg, trainable, optim, sched)
     save_checkpoint(model, log_dir / "model.safetensors", include_backbone=cfg.model.encoder.backbone == "cnn",
                     metadata={"step": str(step)})
     return path

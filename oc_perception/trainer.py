@@ -1,6 +1,7 @@
 """What the training scripts share (pretraining ``oc_perception.train`` and ``oc_perception.dynamics.train``):
-resume points, RNG state, the learning-rate schedule, and the loop skeleton with logging, validation,
-checkpoints and a progress bar. Each script keeps its own story (data, model, losses) top to bottom.
+resume points and the check that a resumed run keeps its config, the training-state payload and its writer,
+RNG state, the learning-rate schedule, and the loop skeleton with logging, validation, checkpoints and a
+progress bar. Each script keeps its own story (data, model, losses) top to bottom.
 
     optim, sched = adam_with_schedule(params, cfg.optim, cfg.trainer.max_steps)
     step = restore(state, model, optim, sched) if state else 0
@@ -11,6 +12,7 @@ checkpoints and a progress bar. Each script keeps its own story (data, model, lo
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import random
 import signal
@@ -24,8 +26,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from oc_perception.checkpoint import CheckpointError, checkpoint_kind, load_training_state, training_state_kind
+from oc_perception.checkpoint import (CheckpointError, checkpoint_kind, load_training_state, save_step_checkpoint,
+                                      training_state_kind)
 from oc_perception.cli import Interrupted
+from oc_perception.config import canonical_config, to_dict
 
 
 def lr_factor(step: int, warmup: int, max_steps: int) -> float:
@@ -78,6 +82,42 @@ def read_resume_state(path: str, kind: str) -> tuple[Path, dict[str, Any]]:
         raise CheckpointError(f"--continue {resume_path} is a {found} checkpoint, not a {kind} one: resume it with "
                               f"{TRAINING_COMMANDS[found]} --continue {resume_path}")
     return resume_path, state
+
+
+# Settings a resumed run may change: when to stop (a time budget, not the recipe: a run may go on past it) and
+# where the data lives (it may have moved). Any other difference is another experiment.
+RESUMABLE_CHANGES = ("trainer.stop_at", "data.dir")
+
+
+def check_resume_config(saved_json: str, cfg: Any, resume_path: Path) -> None:
+    """Refuse to continue a run with another config than it was trained with.
+
+    ``saved_json`` is the training state's config, read in today's schema (that of ``cfg``: retired keys
+    dropped, keys added since at their defaults); the settings of ``RESUMABLE_CHANGES`` may differ.
+
+    Raises:
+        CheckpointError: one line naming the sections that differ.
+    """
+    current = to_dict(cfg)
+    saved = canonical_config(json.loads(saved_json), type(cfg))
+    for dotted in RESUMABLE_CHANGES:
+        section, key = dotted.split(".")
+        if key in current.get(section, {}) and key in saved.get(section, {}):
+            saved[section][key] = current[section][key]
+    if saved != current:
+        diff = [k for k in current if saved.get(k) != current[k]]
+        raise CheckpointError(f"--continue {resume_path} was trained with another config (differs in: "
+                              f"{', '.join(diff)}); pass the same config and overrides")
+
+
+def save_training_state_at(log_dir: Path, step: int, cfg: Any, model_state: dict[str, torch.Tensor], optim,
+                           sched) -> Path:
+    """``<log_dir>/checkpoints/step_XXXXXXXX.pt`` (atomic; only the newest ``cfg.trainer.keep_last`` are kept):
+    what :func:`restore` and ``TrainLoop.run(rng_state=...)`` continue from, and the config
+    :func:`check_resume_config` compares."""
+    payload = {"model": model_state, "optimizer": optim.state_dict(), "scheduler": sched.state_dict(), "step": step,
+               "rng": rng_states(), "config": json.dumps(to_dict(cfg), sort_keys=True)}
+    return save_step_checkpoint(log_dir, step, payload, cfg.trainer.keep_last)
 
 
 def rng_states() -> dict:

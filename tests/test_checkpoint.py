@@ -59,7 +59,7 @@ def test_corrupt_and_foreign_files(tmp_path):
 def test_failed_write_keeps_the_old_file(tmp_path, monkeypatch):
     path = save_checkpoint(tiny(), tmp_path / "m.safetensors")
     before = path.read_bytes()
-    import oc_perception.checkpoint as ck
+    import oc_perception.checkpoint.format as ck
 
     def boom(*args, **kwargs):
         raise OSError("disk full")
@@ -134,3 +134,17 @@ def test_step_checkpoints_keep_the_newest(tmp_path):
     kept = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
     assert kept == ["step_00000015.pt", "step_00000020.pt"]
     assert load_training_state(tmp_path / "checkpoints" / kept[-1])["step"] == 20
+
+
+def test_the_former_module_names_stay_importable_from_the_package():
+    import oc_perception.checkpoint as ck
+
+    former = ["CHECKPOINT_DIR", "CONFIG_DIR", "CheckpointError", "DEFAULT_CHECKPOINTS", "FORMAT", "OFFICIAL_PREFIXES",
+              "OFFICIAL_SHAPES", "REPO_ROOT", "TRAINING_STATE_KEYS", "check_env_of_checkpoint", "check_weights",
+              "checkpoint_kind", "config_path", "default_checkpoint", "detect_official_config", "load_checkpoint",
+              "load_model", "load_official", "load_training_state", "load_weights", "map_official_keys",
+              "official_state_dict", "read_checkpoint", "remove_partial_writes", "save_checkpoint",
+              "save_step_checkpoint", "save_training_state", "training_state_kind", "weights_digest"]
+    assert [name for name in former if name not in ck.__all__ or getattr(ck, name) is None] == []
+    with pytest.raises(AttributeError, match="no attribute 'save_model'"):
+        ck.save_model  # noqa: B018

@@ -1,11 +1,14 @@
 """A built wheel works outside the repository: configs and bundled checkpoints ship inside it, and
-``import oc_perception`` does not pull in Stable-Baselines3."""
+``import oc_perception`` loads only what the wrappers need (no FFmpeg, webdataset, timm, scipy or SB3)."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+import zipfile
+
+import pytest
 
 from conftest import REPO
 
@@ -13,25 +16,45 @@ PROBE = """
 import sys
 import oc_perception
 assert not any(m.startswith("stable_baselines3") for m in sys.modules), "import oc_perception imported SB3"
-from oc_perception.checkpoint import config_path, default_checkpoint
+from oc_perception.checkpoint import default_checkpoint
 from oc_perception.config import load_config
 print(oc_perception.__file__)
-print(load_config(config_path("movi_c")).model.num_slots)
+print(load_config("movi_c").model.num_slots)
 print(default_checkpoint("oc/ShapesPush-v0").is_file())
 from oc_perception import VecSlotObservation
 print(VecSlotObservation.__module__)
+import gymnasium as gym
+from oc_perception_agents.config import load_agent_config
+print(load_agent_config("push_slots").env_id == gym.make("oc/ShapesPush-v0").spec.id)
+assert "envs" not in sys.modules and "agents" not in sys.modules
 """
+
+
+HEAVY = ("av", "webdataset", "timm", "torchvision", "scipy", "stable_baselines3")
+
+
+@pytest.mark.parametrize("module", ["oc_perception", "oc_perception.wrappers"])
+def test_import_loads_only_what_it_needs(module):
+    probe = (f"import sys, {module}; print(' '.join(sorted({{m.split('.')[0] for m in sys.modules}} & "
+             f"set({HEAVY!r}))))")
+    out = subprocess.run([sys.executable, "-c", probe], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [], f"import {module} imported {out.stdout.strip()}"
 
 
 def test_wheel_works_outside_the_repository(tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", str(REPO),
                     "-w", str(tmp_path / "wheel")], check=True, capture_output=True)
     (wheel,) = (tmp_path / "wheel").glob("oc_perception-*.whl")
+    with zipfile.ZipFile(wheel) as z:  # no top-level name another distribution may also install
+        assert {n.split("/")[0] for n in z.namelist()} == {
+            "oc_perception", "oc_perception_envs", "oc_perception_agents", "oc_perception-0.1.0.dist-info"}
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(tmp_path / "site"),
                     str(wheel)], check=True, capture_output=True)
     env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
     out = subprocess.run([sys.executable, "-c", PROBE], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    location, slots, bundled, module = out.stdout.split()
+    location, slots, bundled, module, agents_envs = out.stdout.split()
     assert location.startswith(str(tmp_path / "site")), location
-    assert (slots, bundled, module) == ("11", "True", "oc_perception.sb3")
+    assert (slots, bundled, module, agents_envs) == ("11", "True", "oc_perception.sb3", "True")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -13,10 +14,12 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import REPO, tiny_overrides
-from oc_perception.checkpoint import load_checkpoint, load_training_state
+from oc_perception.checkpoint import CheckpointError, load_checkpoint, load_training_state
+from oc_perception.config import load_config, to_dict
 from oc_perception.data.shards import write_shards
+from oc_perception.dynamics.config import load_dynamics_config
 from oc_perception.train import main
-from oc_perception.trainer import lr_factor
+from oc_perception.trainer import check_resume_config, lr_factor
 
 
 def moving_squares(n: int, t: int = 8, size: int = 32, seed: int = 0):
@@ -231,3 +234,15 @@ def test_stop_at_ends_early_on_the_long_schedule_and_continues(data_dir, tmp_pat
     resumed = load_training_state(tmp_path / "cut" / "checkpoints" / "step_00000006.pt")
     for k, v in full["model"].items():
         assert torch.equal(v, resumed["model"][k]), k
+
+
+@pytest.mark.parametrize("load, name, allowed, refused", [
+    (load_config, "shapes", "trainer.stop_at=7", "model.num_slots=3"),
+    (load_dynamics_config, "shapes_push", "data.dir=moved", "model.history=2"),
+])
+def test_both_trainers_resume_by_one_rule(load, name, allowed, refused, tmp_path):
+    saved = json.dumps(to_dict(load(name)), sort_keys=True)
+    check_resume_config(saved, load(name, [allowed]), tmp_path)  # a time budget or moved data: the same run
+    with pytest.raises(CheckpointError, match=r"another config \(differs in: model\)") as e:
+        check_resume_config(saved, load(name, [refused]), tmp_path)
+    assert "\n" not in str(e.value)

@@ -20,7 +20,6 @@ exactly. Writes to the log dir: TensorBoard events, ``checkpoints/step_*.pt`` (t
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -31,8 +30,8 @@ import yaml
 from torch.utils.tensorboard import SummaryWriter
 
 from oc_perception.cli import run_or_exit
-from oc_perception.checkpoint import CheckpointError, config_path, save_step_checkpoint
-from oc_perception.config import ConfigError, from_dict, to_dict
+from oc_perception.checkpoint import CheckpointError
+from oc_perception.config import ConfigError, config_path, to_dict
 from oc_perception.dynamics.config import DynamicsConfig, load_dynamics_config
 from oc_perception.dynamics.data import DataError, load_meta, load_split
 from oc_perception.dynamics.model import (SlotDynamics, repeat_last, rollout_dataset, save_dynamics,
@@ -40,7 +39,8 @@ from oc_perception.dynamics.model import (SlotDynamics, repeat_last, rollout_dat
 from oc_perception.devices import autocast, check_precision, keep_freed_memory, resolve_device
 from oc_perception.io import atomic_write
 from oc_perception.rundir import claim_log_dir
-from oc_perception.trainer import TrainLoop, adam_with_schedule, read_resume_state, restore, rng_states
+from oc_perception.trainer import (TrainLoop, adam_with_schedule, check_resume_config, read_resume_state, restore,
+                                   save_training_state_at)
 
 USER_ERRORS = (ConfigError, CheckpointError, DataError, FileNotFoundError, FloatingPointError)
 
@@ -122,21 +122,13 @@ def main(argv: list[str] | None = None) -> None:
     run_or_exit(train, args, errors=USER_ERRORS)
 
 
-def comparable(cfg_dict: dict) -> str:
-    """The config as compared on resume, keys added since at their defaults: the data may have moved, so
-    ``data.dir`` does not count."""
-    cfg_dict = to_dict(from_dict(DynamicsConfig, cfg_dict))
-    return json.dumps({**cfg_dict, "data": {**cfg_dict["data"], "dir": None}}, sort_keys=True)
-
-
 def train(args: argparse.Namespace) -> Path:
     # ---------------------------------------------------------------- config, resume, checks (no work yet)
     resume_path, state = read_resume_state(args.resume, "dynamics") if args.resume else (None, None)
     config_file = config_path(args.config, "dynamics")
     cfg = load_dynamics_config(config_file, args.overrides + ([f"data.dir={args.data}"] if args.data else []))
-    if state is not None and comparable(json.loads(state["config"])) != comparable(to_dict(cfg)):
-        raise CheckpointError(f"--continue {resume_path} was trained with another config; pass the same config "
-                              "and overrides")
+    if state is not None:
+        check_resume_config(state["config"], cfg, resume_path)
     if cfg.data.dir is None:
         raise ConfigError("no data: pass --data DIR (python -m oc_perception.dynamics.extract writes one)")
     meta = load_meta(cfg.data.dir)
@@ -192,9 +184,7 @@ def save_training_checkpoint(log_dir: Path, model: SlotDynamics, optim, sched, s
     """checkpoints/step_XXXXXXXX.pt (atomic; only the newest ``trainer.keep_last`` kept) and the current model as
     model.safetensors, with what evaluation needs to know: burn-in, rollout, data, perception checkpoint and the
     env the data came from (when it came from one)."""
-    payload = {"model": model.state_dict(), "optimizer": optim.state_dict(), "scheduler": sched.state_dict(),
-               "step": step, "rng": rng_states(), "config": json.dumps(to_dict(cfg), sort_keys=True)}
-    path = save_step_checkpoint(log_dir, step, payload, cfg.trainer.keep_last)
+    path = save_training_state_at(log_dir, step, cfg, model.state_dict(), optim, sched)
     save_dynamics(model, log_dir / "model.safetensors", metadata={
         "step": str(step), "burn_in": str(cfg.data.burn_in), "rollout": str(cfg.data.rollout),
         "data": str(Path(cfg.data.dir).resolve()), "checkpoint": meta["checkpoint"],
