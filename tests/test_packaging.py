@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -44,7 +45,12 @@ def test_import_loads_only_what_it_needs(module):
 
 
 def test_wheel_works_outside_the_repository(tmp_path):
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", str(REPO),
+    # built from a copy without what a working tree accumulates: setuptools would pack a stale build/ folder
+    source = tmp_path / "source"
+    local = {".git", ".venv", "build", "runs", "data", "logs", ".pytest_cache", "oc_perception.egg-info"}
+    shutil.copytree(REPO, source, ignore=lambda folder, names: [
+        n for n in names if n == "__pycache__" or (folder == str(REPO) and n in local)])
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", str(source),
                     "-w", str(tmp_path / "wheel")], check=True, capture_output=True)
     (wheel,) = (tmp_path / "wheel").glob("oc_perception-*.whl")
     with zipfile.ZipFile(wheel) as z:  # no top-level name another distribution may also install
@@ -58,3 +64,19 @@ def test_wheel_works_outside_the_repository(tmp_path):
     location, slots, bundled, module, agents_envs = out.stdout.split()
     assert location.startswith(str(tmp_path / "site")), location
     assert (slots, bundled, module, agents_envs) == ("11", "True", "oc_perception.sb3", "True")
+    # recording one of our envs with its default policy needs only the installed wheel
+    out = subprocess.run([sys.executable, "-m", "oc_perception.data.generate", "--env", "oc/ShapesReach-v0",
+                          "--episodes", "1", "--steps", "2", "--out", str(tmp_path / "data")], cwd=tmp_path,
+                         env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert list((tmp_path / "data").glob("shapes_reach-train-*.tar"))
+
+
+def test_example_envs_import_as_the_repository_or_the_wheel_names_them(tmp_path):
+    from oc_perception.data.generate import OUR_POLICY, example_envs_package
+
+    assert OUR_POLICY == "envs.policies:ExplorationPolicy"  # this checkout
+    assert example_envs_package(tmp_path) == "oc_perception_envs"
+    (tmp_path / "envs").mkdir()
+    (tmp_path / "envs" / "policies.py").touch()
+    assert example_envs_package(tmp_path) == "envs"

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from oc_perception.cli import yaml_mapping
+from oc_perception.config import REPO_ROOT
 from oc_perception.data.scene import SlotAdvice, advise_num_slots
 from oc_perception.data.shards import EmptyDatasetError, iter_videos, write_shards
 from oc_perception.frames import resize_frames_as_model_input, resize_labels
@@ -44,7 +45,16 @@ Policy = Callable[[Any, dict], Any]
 """``policy(observation, info) -> action``, the interface of ``envs.policies``."""
 PolicyFactory = Callable[[gym.Env, int], Policy]
 """``factory(env, seed) -> policy``, e.g. ``envs.policies.ExplorationPolicy`` (called as ``(env, seed=seed)``)."""
-OUR_POLICY = "envs.policies:ExplorationPolicy"
+
+
+def example_envs_package(root: Path = REPO_ROOT) -> str:
+    """The package our example envs import as: ``envs`` in a checkout of the repository (``root``), and
+    ``oc_perception_envs`` where the wheel installed them, since a top-level ``envs`` would clash with other
+    packages of that name."""
+    return "envs" if (root / "envs" / "policies.py").is_file() else "oc_perception_envs"
+
+
+OUR_POLICY = f"{example_envs_package()}.policies:ExplorationPolicy"
 
 
 def env_name(env_id: str) -> str:
@@ -168,7 +178,7 @@ def make_env(env_id: str, steps: int, env_kwargs: dict[str, Any] | None = None) 
     except gym.error.Error as e:
         raise ValueError(f"cannot make env {env_id!r} ({e}); check the id (ours: oc/ShapesPush-v0, "
                          "oc/ShapesReach-v0, oc/ShapesOddOneOut-v0, oc/PandaPush-v0; MODULE:ID imports MODULE "
-                         "first, e.g. envs:oc/ShapesPush-v0)") from e
+                         f"first, e.g. {example_envs_package()}:oc/ShapesPush-v0)") from e
     except ImportError as e:  # MODULE:ID whose module is not installed
         raise ValueError(f"cannot make env {env_id!r}: {str(e).split('. ')[0]}; install the package that registers "
                          "it (e.g. pip install minigrid)") from e
