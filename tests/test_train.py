@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import REPO, tiny_overrides
-from oc_perception.checkpoint import CheckpointError, load_checkpoint, load_training_state
+from oc_perception.checkpoint import CheckpointError, load_checkpoint, load_model, load_training_state
 from oc_perception.config import load_config, to_dict
 from oc_perception.data.shards import write_shards
 from oc_perception.dynamics.config import load_dynamics_config
@@ -83,6 +83,11 @@ def test_train_then_resume_matches_uninterrupted(data_dir, tmp_path):
     # The final model file loads and validation wrote metrics.
     model = load_checkpoint(tmp_path / "full" / "model.safetensors")
     assert model.cfg.num_slots == 4
+    # The last training checkpoint loads as the same model, from the config it holds (to evaluate any step).
+    at_step = load_model(tmp_path / "full" / "checkpoints" / "step_00000010.pt", "cpu")
+    assert at_step.cfg == model.cfg and not at_step.training
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, at_step.state_dict()[k]), k
     events = list((tmp_path / "full").glob("events.out.tfevents.*"))
     assert events and (tmp_path / "full" / "config.yml").is_file()
 

@@ -3,6 +3,7 @@ model, or an env id's bundled checkpoint)."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -10,10 +11,10 @@ import torch
 
 from oc_perception.checkpoint.bundled import DEFAULT_CHECKPOINTS, check_env_of_checkpoint, default_checkpoint
 from oc_perception.checkpoint.format import CheckpointError, checkpoint_kind
-from oc_perception.checkpoint.model_file import load_checkpoint
+from oc_perception.checkpoint.model_file import build_model, load_checkpoint
 from oc_perception.checkpoint.official import detect_official_config, load_official, official_state_dict
-from oc_perception.checkpoint.training import is_training_state
-from oc_perception.config import config_path, load_config
+from oc_perception.checkpoint.training import is_training_state, load_training_state, training_state_kind
+from oc_perception.config import ConfigError, config_path, load_config, model_config_from_dict
 from oc_perception.devices import resolve_device
 from oc_perception.model.slotcontrast import SlotContrast
 
@@ -22,7 +23,8 @@ def load_model(checkpoint: "str | os.PathLike | SlotContrast | None", device: st
                config: str | None = None, env_id: str | None = None) -> SlotContrast:
     """The one loader: a perception model from whatever names it, in eval mode.
 
-    ``checkpoint``: our ``.safetensors``, an official SlotContrast ``.ckpt`` (sniffed from the first bytes), a
+    ``checkpoint``: our ``.safetensors``, one of our pretraining checkpoints (``checkpoints/step_*.pt``, built
+    from the config it holds), an official SlotContrast ``.ckpt`` (sniffed from the first bytes), a
     loaded ``SlotContrast`` (used as it is, moved only when ``device`` is given), or None for the bundled
     checkpoint of ``env_id`` (a bundled checkpoint of other envs than ``env_id`` loads with a warning).
     ``device``: default ``resolve_device("auto")``. ``config`` (a name in configs/pretrain such as ``movi_c``, or
@@ -61,13 +63,26 @@ def load_model(checkpoint: "str | os.PathLike | SlotContrast | None", device: st
         raise CheckpointError(f"{path}: could not load the model ({e})") from e
 
 
+def _load_pretraining_state(path: Path, config: str | None, device: str | torch.device) -> SlotContrast:
+    """A pretraining checkpoint's model, built from the config it was trained with (``config`` must fit it)."""
+    payload = load_training_state(path)
+    if training_state_kind(payload) != "pretraining":
+        raise CheckpointError(f"{path} is a slot dynamics training checkpoint, not a perception model: pass a "
+                              "model.safetensors or a pretraining checkpoint (checkpoints/step_*.pt)")
+    try:
+        stored = model_config_from_dict(json.loads(payload["config"])["model"])
+    except (KeyError, TypeError, ConfigError) as e:
+        raise CheckpointError(f"{path}: the stored model config is unreadable ({e})") from e
+    return build_model(payload["model"], stored, path, device, load_config(config_path(config)).model
+                       if config else None)
+
+
 def _load_official(path: Path, config: str | None, device: str | torch.device) -> SlotContrast:
     try:
         state_dict = official_state_dict(path)
     except CheckpointError:
         if is_training_state(path):
-            raise CheckpointError(f"{path} is a training checkpoint (to resume training); run inference on the "
-                                  "model.safetensors that training writes to its log directory") from None
+            return _load_pretraining_state(path, config, device)
         raise
     cfg = load_config(config_path(config or detect_official_config(state_dict)))
     try:

@@ -104,6 +104,13 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu",
         stored = model_config_from_dict(json.loads(meta["config"]))
     except (KeyError, json.JSONDecodeError, ConfigError) as e:
         raise CheckpointError(f"{path}: the stored model config is unreadable ({e})") from e
+    return build_model(state, stored, path, device, cfg)
+
+
+def build_model(state: Mapping[str, torch.Tensor], stored: ModelConfig, path: str | Path,
+                device: str | torch.device = "cpu", cfg: ModelConfig | None = None) -> SlotContrast:
+    """``SlotContrast`` of the config ``stored`` with a checkpoint's weights ``state``, in eval mode; ``cfg``
+    checks that config against another (an error lists what does not fit)."""
     if cfg is None:
         cfg = stored
     else:  # before building anything (a ViT config would fetch pretrained weights first)
