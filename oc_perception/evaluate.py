@@ -4,9 +4,10 @@
         [--out results.json] [--device auto] [key=value ...]
 
 CONFIG (a name in configs/pretrain or a YAML path) gives the data settings: validation shards, transform and
-segmentation size; ``key=value`` overrides it (e.g. ``data.val_max_videos=50``). The checkpoint is ours or an
-official SlotContrast ``.ckpt`` (as ``oc_perception.inference`` loads them). ``--masks`` picks which masks are
-scored: the decoder's (the paper's figures) and/or slot attention's.
+segmentation size; ``key=value`` overrides it (e.g. ``data.val_max_videos=50``). The checkpoint is ours (a model
+file, or a run's ``checkpoints/step_*.pt`` to score any step) or an official SlotContrast ``.ckpt`` (as
+``oc_perception.inference`` loads them). ``--masks`` picks which masks are scored: the decoder's (the paper's
+figures) and/or slot attention's.
 """
 
 from __future__ import annotations
