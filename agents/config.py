@@ -7,27 +7,29 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from envs import ENV_IDS
-from oc_perception.config import ConfigError, load_config
-from oc_perception.wrappers import MASK_SOURCES
+from oc_perception.config import POSITIVE, ConfigError, load_config
+from oc_perception.engine import MaskSource
 
-OBS_TYPES = ("slots", "pixels", "state")
+ObsType = Literal["slots", "pixels", "state"]
 """slots: SlotContrast slots (the perception checkpoint); pixels: raw 64 x 64 frames (CnnPolicy); state:
 ground-truth object states (privileged; ``state_policy`` says which policy)."""
-STATE_POLICIES = ("mlp", "set")
+OBS_TYPES: tuple[str, ...] = get_args(ObsType)
+StatePolicy = Literal["mlp", "set"]
 """mlp: the flattened states through SB3's MlpPolicy; set: the object rows through the slots' SlotSetExtractor."""
-VEC_ENVS = ("dummy", "subproc")
+VecEnvKind = Literal["dummy", "subproc"]
+"""dummy: the envs step in this process; subproc: one process per env."""
 
 
 @dataclass
 class PPOConfig:
     """Stable-Baselines3 ``PPO`` arguments (``lr`` is ``learning_rate``)."""
 
-    n_steps: int = 128  # steps per env per rollout; a rollout is n_steps * n_envs transitions
-    batch_size: int = 256
-    n_epochs: int = 4
+    n_steps: int = field(default=128, metadata=POSITIVE)  # steps per env per rollout; a rollout is n_steps * n_envs transitions
+    batch_size: int = field(default=256, metadata=POSITIVE)
+    n_epochs: int = field(default=4, metadata=POSITIVE)
     lr: float = 3e-4
     gamma: float = 0.99
     gae_lambda: float = 0.95
@@ -39,13 +41,13 @@ class PPOConfig:
 class ExtractorConfig:
     """``agents.extractor.SlotSetExtractor`` arguments (slots, and state rows with ``state_policy: set``)."""
 
-    embed_dim: int = 64
-    num_layers: int = 2
-    num_heads: int = 4
+    embed_dim: int = field(default=64, metadata=POSITIVE)
+    num_layers: int = field(default=2, metadata=POSITIVE)
+    num_heads: int = field(default=4, metadata=POSITIVE)
     use_masks: bool = False  # also feed each slot's mask: where it is in the image (slots only)
     # Which masks: "attention" (slot attention's, which every step computes anyway) or "decoder" (the decoder
     # then runs every step: the wrapper steps ~3x slower with the Shapes model, docs/wrappers.md).
-    mask_source: str = "attention"
+    mask_source: MaskSource = "attention"
     # One extractor for the policy and the value function (SB3's default), or one each.
     share: bool = True
 
@@ -57,19 +59,19 @@ class AgentConfig:
     env_id: str = ""  # one of envs.ENV_IDS
     # Constructor arguments of the env, passed to gym.make (e.g. {colors: [red, green], num_objects: 4}).
     env_kwargs: dict[str, Any] = field(default_factory=dict)
-    obs: str = "slots"  # one of OBS_TYPES; --obs overrides
-    n_envs: int = 16
-    vec_env: str = "dummy"  # "subproc": one process per env (worth it when env steps cost more than the model)
-    total_timesteps: int = 100_000  # env steps, all envs together
+    obs: ObsType = "slots"  # --obs overrides
+    n_envs: int = field(default=16, metadata=POSITIVE)
+    vec_env: VecEnvKind = "dummy"  # "subproc": one process per env (worth it when env steps cost more than the model)
+    total_timesteps: int = field(default=100_000, metadata=POSITIVE)  # env steps, all envs together
     seed: int = 0
-    eval_freq: int = 20_000  # env steps (all envs together) between evaluations
-    eval_episodes: int = 50
+    eval_freq: int = field(default=20_000, metadata=POSITIVE)  # env steps (all envs together) between evaluations
+    eval_episodes: int = field(default=50, metadata=POSITIVE)
     # Sampled actions, as in training: argmax policies of these tasks often stall against a wall or an object.
     eval_deterministic: bool = False
     # The state baseline's policy: "set" reads the object rows with the slot agents' extractor, so slots and
     # states differ only in what describes each object; "mlp" (SB3's MlpPolicy on the flattened rows) is weak
     # here (below a random policy on ShapesOddOneOut at 100k steps, docs/agents.md).
-    state_policy: str = "set"
+    state_policy: StatePolicy = "set"
     # The perception model's arithmetic (slot observations): "bf16" is bfloat16 autocast, which pays on GPUs and
     # on CPUs with AMX/AVX512-BF16 and is emulated (slower) elsewhere (benchmarks/train_speed.py prints which).
     precision: Literal["fp32", "bf16"] = "fp32"
@@ -83,31 +85,17 @@ def load_agent_config(path: str | Path | None = None, overrides: list[str] | Non
     Raises:
         ConfigError: a missing file, an unknown key, a value of the wrong type or out of range.
     """
-    cfg = load_config(path, overrides, AgentConfig)
+    cfg = load_config(path, overrides, AgentConfig, group="agents")
     check_agent_config(cfg)
     return cfg
 
 
 def check_agent_config(cfg: AgentConfig) -> None:
-    """Raise a ``ConfigError`` naming the first value that cannot work."""
+    """Raise a ``ConfigError`` naming the first value that cannot work together with the others (the loader
+    has checked each value's type, choices and range)."""
     if cfg.env_id not in ENV_IDS:
         raise ConfigError(f"env_id must be one of {', '.join(ENV_IDS)}, got '{cfg.env_id}'")
     check_env_kwargs(cfg.env_id, cfg.env_kwargs, "env_kwargs")
-    if cfg.obs not in OBS_TYPES:
-        raise ConfigError(f"obs must be one of {', '.join(OBS_TYPES)}, got '{cfg.obs}'")
-    if cfg.state_policy not in STATE_POLICIES:
-        raise ConfigError(f"state_policy must be one of {', '.join(STATE_POLICIES)}, got '{cfg.state_policy}'")
-    if cfg.vec_env not in VEC_ENVS:
-        raise ConfigError(f"vec_env must be one of {', '.join(VEC_ENVS)}, got '{cfg.vec_env}'")
-    if cfg.extractor.mask_source not in MASK_SOURCES:
-        raise ConfigError(f"extractor.mask_source must be one of {', '.join(MASK_SOURCES)}, "
-                          f"got '{cfg.extractor.mask_source}'")
-    positive = {"n_envs": cfg.n_envs, "total_timesteps": cfg.total_timesteps, "eval_freq": cfg.eval_freq,
-                "eval_episodes": cfg.eval_episodes, "ppo.n_steps": cfg.ppo.n_steps,
-                "ppo.batch_size": cfg.ppo.batch_size, "ppo.n_epochs": cfg.ppo.n_epochs}
-    for key, value in positive.items():
-        if value < 1:
-            raise ConfigError(f"{key} must be >= 1, got {value}")
     # SB3 would only warn, then train on a truncated last minibatch every epoch.
     if (cfg.ppo.n_steps * cfg.n_envs) % cfg.ppo.batch_size:
         raise ConfigError(f"ppo.batch_size ({cfg.ppo.batch_size}) must divide the rollout size ppo.n_steps * "

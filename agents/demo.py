@@ -13,7 +13,8 @@ from pathlib import Path
 
 from agents import ppo
 from agents.config import load_agent_config
-from oc_perception.checkpoint import CONFIG_DIR, DEFAULT_CHECKPOINTS, default_checkpoint
+from oc_perception.checkpoint import DEFAULT_CHECKPOINTS, default_checkpoint
+from oc_perception.config import CONFIG_DIR
 
 CONFIG = CONFIG_DIR / "agents" / "oddoneout_slots.yml"
 LOG_DIR = Path("runs/demo")

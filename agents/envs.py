@@ -20,7 +20,8 @@ import envs  # noqa: F401  (registers the oc/ ids, also in SubprocVecEnv workers
 from agents.config import AgentConfig
 from agents.state import ObjectStateObservation
 from oc_perception.model.slotcontrast import SlotContrast
-from oc_perception.wrappers import SlotObservation, VecSlotObservation
+from oc_perception.sb3 import VecSlotObservation
+from oc_perception.wrappers import SlotObservation
 
 
 def make_env(env_id: str, obs: str, env_kwargs: dict | None = None, flatten_state: bool = True) -> gym.Env:

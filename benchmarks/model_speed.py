@@ -16,7 +16,7 @@ import time
 import torch
 
 from oc_perception import SlotContrast
-from oc_perception.checkpoint import config_path
+from oc_perception.config import config_path
 from oc_perception.config import load_config
 
 

@@ -15,7 +15,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from oc_perception.checkpoint import REPO_ROOT, load_official
+from oc_perception.checkpoint import load_official
+from oc_perception.config import REPO_ROOT
 from oc_perception.config import load_config
 from oc_perception.model.losses import slot_slot_contrastive_loss, slot_slot_logits
 

@@ -22,7 +22,8 @@ from tqdm import tqdm
 import envs  # noqa: F401  (registers the oc/ ids)
 from envs.policies import ExplorationPolicy
 from oc_perception.checkpoint import load_model
-from oc_perception.wrappers import SlotEncoder, make
+from oc_perception.engine import SlotEncoder
+from oc_perception.wrappers import make
 
 
 def measure(env_id: str, checkpoint: str | None, episodes: int, steps: int, seed: int) -> dict[str, float]:

@@ -46,7 +46,7 @@ import yaml  # noqa: E402
 
 from agents.config import OBS_TYPES, AgentConfig, check_env_kwargs, load_agent_config  # noqa: E402
 from agents.ppo import USER_ERRORS, RunResult, train  # noqa: E402
-from oc_perception.checkpoint import CONFIG_DIR  # noqa: E402
+from oc_perception.config import CONFIG_DIR  # noqa: E402
 from oc_perception.cli import yaml_mapping  # noqa: E402
 
 DEFAULT_CONFIGS = [CONFIG_DIR / "agents" / "oddoneout_slots.yml", CONFIG_DIR / "agents" / "push_slots.yml"]

@@ -23,7 +23,7 @@ import time
 import torch
 
 from oc_perception import SlotContrast
-from oc_perception.checkpoint import config_path
+from oc_perception.config import config_path
 from oc_perception.config import load_config
 from oc_perception.devices import autocast, keep_freed_memory, native_bf16
 from oc_perception.train import TrainStep

@@ -35,7 +35,8 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 
 import envs  # noqa: F401  (registers oc/ShapesPush-v0)
 from oc_perception import SlotContrast
-from oc_perception.checkpoint import CONFIG_DIR, default_checkpoint, load_checkpoint
+from oc_perception.checkpoint import default_checkpoint, load_checkpoint
+from oc_perception.config import CONFIG_DIR
 from oc_perception.config import load_config
 from oc_perception.sb3 import VecSlotObservation
 from oc_perception.wrappers import SlotObservation, VectorSlotObservation

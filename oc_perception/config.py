@@ -1,16 +1,20 @@
 """Configuration as data: YAML files -> typed dataclasses, dotted overrides from the command line.
 
-    cfg = load_config("configs/pretrain/movi_c.yml", ["trainer.max_steps=10", "model.num_slots=7"])
+    cfg = load_config("movi_c", ["trainer.max_steps=10", "model.num_slots=7"])  # a shipped name, or a YAML path
     cfg.model.num_slots  # 7
 
 Unknown keys are errors that name the key and the keys allowed there, so a typo never silently trains
 the wrong model; values are checked on load (types, ``Literal`` choices, ranges), so a bad value stops a
 command before it makes anything.
 
-Why not OmegaConf structured configs (what the official code uses): they give the same dataclass schema, but
-their errors are multi-line tracebacks naming internal nodes, YAML 1.1 reads ``1e-3`` as a string there too,
-and interpolation (``${...}``) is a feature our configs avoid on purpose (each file reads on its own). This
-module is ~200 lines of plain code with one-line errors; the YAML files stay valid OmegaConf input.
+Why not OmegaConf structured configs (what the official code uses): released OmegaConf refuses ``Literal``
+annotations, and every string option here is a ``Literal`` checked on load; its errors are also multi-line
+tracebacks naming internal nodes, and interpolation (``${...}``) is a feature our configs avoid on purpose (each
+file reads on its own). This module is plain code with one-line errors; the YAML files stay valid OmegaConf
+input.
+
+Ranges are declared on the fields themselves, as ``field(metadata=...)`` with ``min`` (``min_exclusive`` for a
+strict bound) and ``max``, and checked on load for every schema (pretraining, dynamics, agents).
 """
 
 from __future__ import annotations
@@ -27,6 +31,15 @@ from typing import Any, Literal
 
 import yaml
 
+POSITIVE: dict[str, Any] = {"min": 0, "min_exclusive": True}
+"""Field metadata: the value must be > 0 (and finite, for floats)."""
+NON_NEGATIVE: dict[str, Any] = {"min": 0}
+"""Field metadata: the value must be >= 0 (and finite, for floats)."""
+
+PositionEmbedding = Literal["learned", "soft"]
+"""The decoder's position code: ``"learned"`` (a free parameter per cell, the official model) or ``"soft"`` (a
+linear map of the cell coordinates)."""
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -39,9 +52,10 @@ class EncoderConfig:
     pretrained: bool = True
     # Local weights file (safetensors or torch state dict) for the backbone; used instead of the timm hub.
     weights: str | None = None
-    input_size: int = 336  # H' = W' of the model input, in pixels
-    patch_size: int = 14  # pixels per feature-grid cell (ViT patch, or the CNN's total stride)
-    feature_dim: int = 384  # F
+    input_size: int = field(default=336, metadata={**POSITIVE, "max": 8192})  # H' = W' of the model input, in pixels
+    # pixels per feature-grid cell (ViT patch, or the CNN's total stride)
+    patch_size: int = field(default=14, metadata=POSITIVE)
+    feature_dim: int = field(default=384, metadata=POSITIVE)  # F
     # Reconstruction target: "features" (frozen backbone output, the paper) or "pixels" (RGB patches;
     # needed when the encoder is trained, else reconstructing its own features collapses).
     target: Literal["features", "pixels"] = "features"
@@ -53,13 +67,14 @@ class EncoderConfig:
 
 @dataclass
 class SlotAttentionConfig:
-    iters_first: int = 3  # iterations on the first frame, from the learned initial slots
-    iters: int = 2  # iterations on later frames, from the predicted slots
+    # iterations on the first frame, from the learned initial slots
+    iters_first: int = field(default=3, metadata=POSITIVE)
+    iters: int = field(default=2, metadata=POSITIVE)  # iterations on later frames, from the predicted slots
     # Passes over an episode's first frame: each pass after the first starts from the predictor's output of the
     # previous one and runs ``iters`` iterations, as if the frame were seen again. The slots then settle before
     # the first real hand-over to the predictor, where most objects that change slot did (docs/checkpoints.md).
     # 1 = the paper.
-    first_frame_passes: int = 1
+    first_frame_passes: int = field(default=1, metadata=POSITIVE)
     mlp_hidden_mult: int = 4
     eps: float = 1e-8
     # Invariant Slot Attention (Biza et al., 2023): slots carry a position and scale, keys/values and the
@@ -69,7 +84,7 @@ class SlotAttentionConfig:
 
 @dataclass
 class PredictorConfig:
-    num_heads: int = 4
+    num_heads: int = field(default=4, metadata=POSITIVE)
     ffn_mult: int = 4
     # The official predictor multiplies attention logits by sqrt(head_dim) instead of dividing. On for
     # official parity and checkpoints; off gives the textbook transformer.
@@ -82,42 +97,42 @@ class DecoderConfig:
     # a small grid -> transposed convolutions -> RGB + alpha; masks then have the decoder's resolution).
     kind: Literal["mlp", "broadcast"] = "mlp"
     hidden_dims: list[int] = field(default_factory=lambda: [1024, 1024, 1024])
-    pos_emb: Literal["learned", "soft"] = "learned"  # "learned" (official) or "soft" (coordinates -> linear; fast from scratch)
+    pos_emb: PositionEmbedding = "learned"  # "learned" (official) or "soft" (coordinates -> linear; fast from scratch)
     # broadcast decoder: start grid (side), channels of each stride-2 transposed conv (the output side is
     # broadcast_size * 2 ** len(conv_channels), a divisor of the input size).
-    broadcast_size: int = 8
+    broadcast_size: int = field(default=8, metadata=POSITIVE)
     conv_channels: list[int] = field(default_factory=lambda: [32, 32, 32])
 
 
 @dataclass
 class LossConfig:
-    featrec_weight: float = 1.0
-    ss_weight: float = 0.5
-    temperature: float = 0.1
+    featrec_weight: float = field(default=1.0, metadata=NON_NEGATIVE)
+    ss_weight: float = field(default=0.5, metadata=NON_NEGATIVE)
+    temperature: float = field(default=0.1, metadata=POSITIVE)
     batch_contrast: bool = True
     # Pixels whose colour differs from the frame's median colour (objects, on our envs' plain floors) weigh
     # this much more in the reconstruction loss; 1 = plain MSE (the paper). Pixel targets only.
-    foreground_weight: float = 1.0
+    foreground_weight: float = field(default=1.0, metadata=POSITIVE)
     # Weight of a label-free term that gives the background (pixels of the frame's median colour) to one slot,
     # so object masks fit their objects (model.losses.background_ownership_loss). Pixel targets only.
-    background_weight: float = 0.0
+    background_weight: float = field(default=0.0, metadata=NON_NEGATIVE)
     # Supervision for users whose simulator gives masks: weight of a loss matching the decoder masks to the
     # training videos' ground-truth segments (background included), Hungarian-matched once per clip. 0 = the
     # unsupervised model of the paper. A model trained with it is not unsupervised: say so where it is used.
-    segmentation_weight: float = 0.0
+    segmentation_weight: float = field(default=0.0, metadata=NON_NEGATIVE)
     # How that loss's cross-entropy weighs pixels: 0 = every pixel alike, 1 = every segment alike (an object
     # pixel then weighs ~50x a floor pixel and masks grow past the objects); see segmentation_matching_loss.
-    segmentation_area_exponent: float = 0.0
+    segmentation_area_exponent: float = field(default=0.0, metadata=NON_NEGATIVE)
 
 
 @dataclass
 class ModelConfig:
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
-    num_slots: int = 11  # K
+    num_slots: int = field(default=11, metadata={**POSITIVE, "max": 1024})  # K
     # First-frame slots: "fixed" (K learned vectors, the paper) or "random" (a learned Gaussian shared by the
     # slots, Locatello et al. 2020: slots are exchangeable, which training from pixels needs).
     initializer: Literal["fixed", "random"] = "fixed"
-    slot_dim: int = 64  # D
+    slot_dim: int = field(default=64, metadata={**POSITIVE, "max": 8192})  # D
     input_mlp_hidden: int | None = None  # hidden width of the feature MLP; None = 2F as in the paper
     slot_attention: SlotAttentionConfig = field(default_factory=SlotAttentionConfig)
     predictor: PredictorConfig = field(default_factory=PredictorConfig)
@@ -132,9 +147,9 @@ class DataConfig:
     dataset: str = "movi_c"  # a name for logs; the shards say what the data is
     train_shards: str = "movi_c/movi_c-train-*.tar"  # glob, relative to --data-dir
     val_shards: str = "movi_c/movi_c-validation-*.tar"
-    chunk_size: int = 4  # frames per training clip
-    batch_size: int = 64
-    val_batch_size: int = 16
+    chunk_size: int = field(default=4, metadata=POSITIVE)  # frames per training clip
+    batch_size: int = field(default=64, metadata=POSITIVE)
+    val_batch_size: int = field(default=16, metadata=POSITIVE)
     # "resize": square resize to the input size (MOVi, our envs);
     # "short_side_crop": short side to the input size, then a random (train) / centre (val) square crop (YT-VIS).
     transform: Literal["resize", "short_side_crop"] = "resize"
@@ -144,7 +159,7 @@ class DataConfig:
     segmentation_size: int | None = None
     cache_features: bool = False  # compute frozen-backbone features once (fp16 on disk) and train from them
     cache_dir: str | None = None  # default: <log dir>/feature_cache
-    num_workers: int = 2
+    num_workers: int = field(default=2, metadata=NON_NEGATIVE)
     # Label 0 in validation segmentations: "background" (MOVi, our envs: a class, left out of FG metrics) or
     # "unlabelled" (YT-VIS: pixels without an annotation, left out of every metric).
     label_zero: Literal["background", "unlabelled"] = "background"
@@ -153,27 +168,27 @@ class DataConfig:
 
 @dataclass
 class OptimConfig:
-    lr: float = 4e-4
-    warmup_steps: int = 2500
+    lr: float = field(default=4e-4, metadata=POSITIVE)
+    warmup_steps: int = field(default=2500, metadata=NON_NEGATIVE)
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    eps: float = 1e-8
-    weight_decay: float = 0.0
-    grad_clip: float = 0.05  # global grad-norm clip
+    eps: float = field(default=1e-8, metadata=NON_NEGATIVE)
+    weight_decay: float = field(default=0.0, metadata=NON_NEGATIVE)
+    grad_clip: float = field(default=0.05, metadata=POSITIVE)  # global grad-norm clip
 
 
 @dataclass
 class TrainerConfig:
-    max_steps: int = 100_000
+    max_steps: int = field(default=100_000, metadata=POSITIVE)
     # End the run at this step, keeping the schedule of max_steps (a run cut short by a time budget, reproduced
     # by one command); None = run to max_steps. --continue with a larger value goes on where it stopped.
-    stop_at: int | None = None
+    stop_at: int | None = field(default=None, metadata=POSITIVE)
     seed: int = 42
     precision: Literal["fp32", "bf16"] = "fp32"  # "bf16": bfloat16 autocast, on CUDA or CPU (devices.autocast)
     device: str = "auto"
-    log_every: int = 50
-    val_every: int = 5000
-    ckpt_every: int = 5000
-    keep_last: int = 3
+    log_every: int = field(default=50, metadata=POSITIVE)
+    val_every: int = field(default=5000, metadata=POSITIVE)
+    ckpt_every: int = field(default=5000, metadata=POSITIVE)
+    keep_last: int = field(default=3, metadata=POSITIVE)
     overlay_videos: int = 2  # validation clips rendered as mask overlays in TensorBoard
 
 
@@ -379,19 +394,64 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | None) -> dict[s
 
 SchemaT = typing.TypeVar("SchemaT")
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _config_dir() -> Path:
+    """configs/ of this checkout, else the copy an installed wheel ships as ``oc_perception._configs``."""
+    if (REPO_ROOT / "configs" / "pretrain").is_dir():
+        return REPO_ROOT / "configs"
+    import importlib.util
+
+    spec = importlib.util.find_spec("oc_perception._configs")  # a data-only (namespace) package
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    return Path(locations[0]) if locations else REPO_ROOT / "configs"
+
+
+CONFIG_DIR = _config_dir()
+"""The shipped configs: ``pretrain/``, ``dynamics/`` and ``agents/`` hold one YAML file per name."""
+
+
+def config_names(group: str = "pretrain") -> list[str]:
+    """Names of the shipped configs of ``group`` (``"pretrain"``, ``"dynamics"`` or ``"agents"``)."""
+    return sorted(q.stem for q in (CONFIG_DIR / group).glob("*.yml"))
+
+
+def config_path(name: str | Path, group: str = "pretrain") -> Path:
+    """``"movi_c"`` -> ``configs/<group>/movi_c.yml`` of this repository (or the installed copy); an existing
+    path is returned as is.
+
+    Raises:
+        FileNotFoundError: neither a file nor a shipped config of ``group``; the message lists the names.
+    """
+    p = Path(name)
+    if p.is_file():
+        return p
+    candidate = CONFIG_DIR / group / f"{name}.yml"
+    if not candidate.is_file():
+        raise FileNotFoundError(f"no {group} config '{name}'; known: {', '.join(config_names(group))} "
+                                "(or pass a YAML path)")
+    return candidate
+
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
-                schema: type[SchemaT] = Config) -> SchemaT:
+                schema: type[SchemaT] = Config, group: str = "pretrain") -> SchemaT:
     """Read a YAML config (or the defaults when ``path`` is None) and apply dotted overrides.
 
+    ``path`` is a YAML file or the name of a shipped config of ``group`` (``load_config("movi_c")``).
     ``schema`` is the top-level dataclass (pretraining ``Config`` by default; the dynamics and agent
-    configs pass their own).
+    configs pass their own, and their ``group``).
+
+    Raises:
+        ConfigError: no such file or name, bad YAML, an unknown key, or a value of the wrong type or range.
     """
     data: dict[str, Any] = {}
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
+        try:
+            path = config_path(path, group)
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}; pass a YAML path or the name of a shipped "
+                              f"{group} config ({', '.join(config_names(group))})") from None
         loaded = load_yaml(path.read_text(), str(path))
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{path}: the top level must be a mapping")
@@ -402,56 +462,49 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     return cfg
 
 
-# Values that must be positive (ints) or finite and positive (floats), by dotted name; checked on load so a
-# bad value stops a command before it makes anything (a run dir, a data file).
-POSITIVE = (
-    "model.num_slots", "model.slot_dim", "model.encoder.input_size", "model.encoder.patch_size",
-    "model.encoder.feature_dim", "model.slot_attention.iters_first", "model.slot_attention.iters",
-    "model.slot_attention.first_frame_passes",
-    "model.predictor.num_heads", "model.loss.temperature", "model.loss.foreground_weight",
-    "model.decoder.broadcast_size", "data.chunk_size", "data.batch_size", "data.val_batch_size", "optim.lr",
-    "optim.grad_clip", "trainer.max_steps", "trainer.stop_at", "trainer.log_every", "trainer.val_every", "trainer.ckpt_every",
-    "trainer.keep_last",
-)
-NON_NEGATIVE = ("optim.warmup_steps", "optim.weight_decay", "optim.eps", "model.loss.featrec_weight",
-                "model.loss.ss_weight", "model.loss.segmentation_weight", "model.loss.background_weight", "model.loss.segmentation_area_exponent",
-                "data.num_workers")
-# Upper bounds of sizes the model allocates by (a typo such as num_slots=1000000000 would exhaust memory).
-AT_MOST = {"model.num_slots": 1024, "model.slot_dim": 8192, "model.encoder.input_size": 8192}
+def _range_error(where: str, value: Any, meta: dict[str, Any]) -> str | None:
+    """What is wrong with ``value`` under the range of a field's ``meta`` (None when it fits)."""
+    low, high, strict = meta.get("min"), meta.get("max"), meta.get("min_exclusive", False)
+    if low is None and high is None:
+        return None
+    kind = "number" if isinstance(value, float) else "integer"
+    if low == 0:
+        need = f"must be a {'positive' if strict else 'non-negative'} {kind}"
+    else:
+        need = f"must be {'>' if strict else '>='} {low}" if low is not None else f"must be a {kind}"
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{where}={value!r}: {need}"
+    if low is not None and (value <= low if strict else value < low):
+        return f"{where}={value!r}: {need}"
+    if high is not None and value > high:
+        return f"{where}={value!r}: must be at most {high}"
+    return None
 
 
-def _get(cfg: Any, dotted: str) -> tuple[bool, Any]:
-    node = cfg
-    for key in dotted.split("."):
-        if not hasattr(node, key):
-            return False, None
-        node = getattr(node, key)
-    return True, node
+def check_values(cfg: Any, where: str = "") -> None:
+    """Raise a ConfigError naming the first field whose value is outside the range its metadata declares
+    (``min``, ``min_exclusive``, ``max``), in ``cfg`` and the dataclasses it holds."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        path = f"{where}.{f.name}" if where else f.name
+        if dataclasses.is_dataclass(value):
+            check_values(value, path)
+        elif value is not None and not isinstance(value, bool) and isinstance(value, (int, float)):
+            problem = _range_error(path, value, dict(f.metadata))
+            if problem:
+                raise ConfigError(problem)
+    if isinstance(cfg, Config):
+        _check_channels(cfg.model)
 
 
-def check_values(cfg: Any) -> None:
-    """Raise a ConfigError naming the first key whose value is out of range (for the keys ``cfg`` has)."""
-    for name in POSITIVE + NON_NEGATIVE:
-        found, value = _get(cfg, name)
-        if not found or value is None:
-            continue
-        bad = (isinstance(value, float) and not math.isfinite(value)) or (
-            value <= 0 if name in POSITIVE else value < 0)
-        if bad:
-            need = "a positive" if name in POSITIVE else "a non-negative"
-            raise ConfigError(f"{name}={value!r}: must be {need} {'number' if isinstance(value, float) else 'integer'}")
-    for name, most in AT_MOST.items():
-        found, value = _get(cfg, name)
-        if found and value is not None and value > most:
-            raise ConfigError(f"{name}={value}: must be at most {most}")
-    for name in ("model.mean", "model.std"):
-        found, value = _get(cfg, name)
-        if not found:
-            continue
+def _check_channels(model: ModelConfig) -> None:
+    """The per-channel normalisation: 3 finite numbers, and a positive std."""
+    for name in ("mean", "std"):
+        value = getattr(model, name)
         if len(value) != 3 or not all(math.isfinite(v) for v in value):
-            raise ConfigError(f"{name}={show(value)}: must be 3 finite numbers, one per RGB channel")
-        if name == "model.std" and min(value) <= 0:
-            raise ConfigError(f"{name}={show(value)}: must be positive (frames are divided by it)")
+            raise ConfigError(f"model.{name}={show(value)}: must be 3 finite numbers, one per RGB channel")
+        if name == "std" and min(value) <= 0:
+            raise ConfigError(f"model.{name}={show(value)}: must be positive (frames are divided by it)")
 
 
 # Options that were tried and removed (docs/checkpoints.md has what they measured), with the value that

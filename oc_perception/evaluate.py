@@ -26,9 +26,9 @@ from einops import rearrange
 from tqdm import tqdm
 
 from oc_perception import io
-from oc_perception.checkpoint import CheckpointError, config_path, load_model
+from oc_perception.checkpoint import CheckpointError, load_model
 from oc_perception.cli import run_or_exit
-from oc_perception.config import Config, ConfigError, load_config
+from oc_perception.config import Config, ConfigError, config_path, load_config
 from oc_perception.consistency import slot_identity_stats
 from oc_perception.devices import PRECISIONS, autocast, check_precision, resolve_device
 from oc_perception.data.datasets import build_dataloader

@@ -40,9 +40,9 @@ import yaml
 from tqdm import tqdm
 
 from oc_perception import io
-from oc_perception.checkpoint import CheckpointError, config_path
+from oc_perception.checkpoint import CheckpointError
 from oc_perception.cli import run_or_exit
-from oc_perception.config import Config, ConfigError, load_config
+from oc_perception.config import Config, ConfigError, config_path, load_config
 from oc_perception.data import generate as recorder
 from oc_perception.data.datasets import build_dataloader
 from oc_perception.data.shards import EmptyDatasetError, ShardError

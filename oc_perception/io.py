@@ -4,6 +4,9 @@ and the one atomic writer every file of ours goes through (temporary file, then 
     with VideoReader("clip.mov") as reader:
         for frame in reader: ...                      # uint8 [H, W, 3]
     write_video("slots.mp4", frames, fps=10)         # uint8 [T, H, W, 3]
+
+FFmpeg (``av``) is imported where a video is opened: the atomic writer serves every checkpoint write, and
+``import oc_perception`` must not load FFmpeg for it.
 """
 
 from __future__ import annotations
@@ -25,12 +28,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
-import av
 import numpy as np
 import torch
 from PIL import Image
 
-from oc_perception.data.transforms import check_rgb_uint8
+from oc_perception.frames import check_rgb_uint8
 
 ArrayLike = np.ndarray | torch.Tensor
 
@@ -188,6 +190,8 @@ class VideoReader:
             raise VideoError(f"{self.path} is a directory, not a video file; pass one video file")
         if not self.path.is_file():
             raise FileNotFoundError(f"video not found: {self.path}")
+        import av
+
         try:
             self._container = av.open(str(self.path))
         except av.FFmpegError as e:
@@ -208,6 +212,8 @@ class VideoReader:
         self.complete = True
 
     def _frames_from_duration(self) -> int | None:
+        import av
+
         rate = self.info.fps
         if not rate:
             return None
@@ -227,6 +233,8 @@ class VideoReader:
         return min(known) if known else None
 
     def __iter__(self) -> Iterator[np.ndarray]:
+        import av
+
         size = {"width": self.info.width, "height": self.info.height}
         frames = itertools.islice(self._container.decode(self._stream), self.max_frames)
         try:
@@ -327,6 +335,8 @@ class VideoWriter:
         elif x.shape[1:3] != self._size:
             raise ValueError(f"{self.path}: frame size {x.shape[1:3]} differs from the first frames' {self._size}")
         x = _pad_even(_enlarge(x, self.scale)) if self.suffix == ".mp4" else _enlarge(x, self.scale)
+        if self.suffix == ".mp4":
+            import av
         for frame in x:
             if self.suffix == ".gif":
                 self._gif.append(Image.fromarray(frame).quantize(256))
@@ -345,6 +355,8 @@ class VideoWriter:
         # A unique hidden name beside the target (not mkstemp, whose 0600 mode would stay on the video).
         self._tmp = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex[:12]}.part")
         if self.suffix == ".mp4":
+            import av
+
             # faststart: the index goes first, so browsers play the file while it downloads
             self._container = av.open(str(self._tmp), "w", format="mp4", options={"movflags": "+faststart"})
             self._stream = self._container.add_stream("libx264", rate=Fraction(self.fps).limit_denominator(1001))
@@ -380,6 +392,8 @@ class VideoWriter:
         """Drop the partial file (nothing is written at ``path``)."""
         container, self._container = self._container, None
         if container is not None:
+            import av
+
             # Closing flushes what is buffered, which fails again on a full disk: the file goes anyway.
             with contextlib.suppress(av.FFmpegError, OSError):
                 container.close()

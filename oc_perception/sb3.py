@@ -23,8 +23,9 @@ from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvObs, VecEnvStepReturn
 
 from oc_perception.devices import Precision
-from oc_perception.wrappers import (Checkpoint, MaskSource, SlotEncoder, SlotObs, check_frames,
-                                    frames_from_observations, is_rgb_space, make, select_obs)
+from oc_perception.engine import (Checkpoint, MaskSource, SlotEncoder, SlotObs, check_frames, frames_from_observations,
+                                  is_rgb_space, select_obs)
+from oc_perception.wrappers import make
 
 
 class VecSlotObservation(VecEnvWrapper):

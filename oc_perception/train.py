@@ -28,9 +28,9 @@ from torch.utils.data import DataLoader
 from torch.utils.tensorboard import SummaryWriter
 
 from oc_perception.cli import run_or_exit
-from oc_perception.checkpoint import (CheckpointError, config_path, load_weights, save_checkpoint,
+from oc_perception.checkpoint import (CheckpointError, load_weights, save_checkpoint,
                                       save_step_checkpoint)
-from oc_perception.config import Config, ConfigError, canonical_config, load_config, to_dict
+from oc_perception.config import Config, ConfigError, canonical_config, config_path, load_config, to_dict
 from oc_perception.data.clips import FeatureCache, ShardIndex
 from oc_perception.data.datasets import build_dataloader, video_transform
 from oc_perception.data.shards import EmptyDatasetError, ShardError, expand_shards

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
-from oc_perception.data.transforms import resize_labels
+from oc_perception.frames import resize_labels
 from oc_perception.io import as_frames
 
 ArrayLike = np.ndarray | torch.Tensor

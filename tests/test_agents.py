@@ -21,7 +21,8 @@ from agents.evaluation import RandomAgent, success_rate
 from agents.extractor import SlotSetExtractor
 from agents.state import ObjectStateObservation
 from oc_perception import SlotContrast
-from oc_perception.checkpoint import CONFIG_DIR, load_checkpoint, save_checkpoint
+from oc_perception.checkpoint import load_checkpoint, save_checkpoint
+from oc_perception.config import CONFIG_DIR
 from oc_perception.config import ConfigError, load_config
 from conftest import tiny_overrides
 
@@ -116,9 +117,10 @@ def test_config_loads_and_overrides():
 
 @pytest.mark.parametrize("override, message", [
     ("ppo.learning_rate=1e-4", "unknown config key 'ppo.learning_rate'"),
-    ("obs=rgb", "obs must be one of slots, pixels, state"),
+    ("obs=rgb", "obs='rgb': must be one of slots, pixels, state"),
+    ("n_envs=0", "n_envs=0: must be a positive integer"),
     ("ppo.batch_size=100", "ppo.batch_size (100) must divide"),
-    ("state_policy=cnn", "state_policy must be one of mlp, set"),
+    ("state_policy=cnn", "state_policy='cnn': must be one of mlp, set"),
 ])
 def test_config_errors_are_one_line(override, message, capsys):
     with pytest.raises(SystemExit) as exit_info:

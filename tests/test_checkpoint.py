@@ -59,7 +59,7 @@ def test_corrupt_and_foreign_files(tmp_path):
 def test_failed_write_keeps_the_old_file(tmp_path, monkeypatch):
     path = save_checkpoint(tiny(), tmp_path / "m.safetensors")
     before = path.read_bytes()
-    import oc_perception.checkpoint as ck
+    import oc_perception.checkpoint.format as ck
 
     def boom(*args, **kwargs):
         raise OSError("disk full")

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from conftest import REPO
 from oc_perception.config import ConfigError, load_config
+from oc_perception.dynamics.config import load_dynamics_config
 
 
 @pytest.mark.parametrize("name, k, d, backbone, lr, steps", [
@@ -44,6 +46,38 @@ def test_type_errors_and_missing_file():
         load_config(None, ["model.num_slots"])
     with pytest.raises(ConfigError, match="not found"):
         load_config("configs/pretrain/nope.yml")
+
+
+def test_shipped_configs_load_by_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a name, not a path relative to the repository
+    assert load_config("movi_c").model.num_slots == 11
+    assert load_config("movi_c") == load_config(REPO / "configs" / "pretrain" / "movi_c.yml")
+    assert load_dynamics_config("shapes_push").model.history == load_dynamics_config(
+        REPO / "configs" / "dynamics" / "shapes_push.yml").model.history
+    with pytest.raises(ConfigError) as e:
+        load_config("movi_x")
+    assert "movi_x" in str(e.value) and "movi_c" in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("model.decoder.pos_emb=grid", "model.decoder.pos_emb='grid': must be one of learned, soft"),
+    ("trainer.precision=fp16", "trainer.precision='fp16': must be one of fp32, bf16"),
+    ("model.num_slots=0", "model.num_slots=0: must be a positive integer"),
+    ("model.slot_dim=9000", "model.slot_dim=9000: must be at most 8192"),
+    ("optim.weight_decay=-1e-4", "optim.weight_decay=-0.0001: must be a non-negative number"),
+    ("optim.lr=.inf", "optim.lr=inf: must be a positive number"),
+])
+def test_choices_and_ranges_declared_on_the_fields_are_one_line_errors(override, message):
+    with pytest.raises(ConfigError) as e:
+        load_config("movi_c", [override])
+    assert str(e.value) == message
+
+
+def test_every_schema_checks_the_ranges_of_its_fields():
+    with pytest.raises(ConfigError, match=r"^trainer.max_steps=0: must be a positive integer$"):
+        load_dynamics_config("shapes_push", ["trainer.max_steps=0"])
+    with pytest.raises(ConfigError, match=r"^model.dropout=1.5: must be at most 1$"):
+        load_dynamics_config("shapes_push", ["model.dropout=1.5"])
 
 
 @pytest.mark.parametrize("name", ["shapes_stage1", "shapes_stage2", "shapes_stage3", "shapes", "panda"])

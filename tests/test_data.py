@@ -26,12 +26,12 @@ from oc_perception.data import (
     expand_shards,
     iter_videos,
     read_shard,
-    resize_square,
     sample_chunk_start,
     segmentation_to_labels,
     write_shards,
 )
 from oc_perception.data import movi
+from oc_perception.frames import resize_square
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -316,7 +316,7 @@ def test_generate_resizes_any_envs_frames(tmp_path, capsys):
     import gymnasium as gym
 
     from oc_perception.data import generate
-    from oc_perception.data.transforms import resize_frames_as_model_input
+    from oc_perception.frames import resize_frames_as_model_input
 
     generate.main(["--env", "CartPole-v1", "--episodes", "1", "--val-episodes", "0", "--steps", "3",
                    "--frame-size", "32", "--out", str(tmp_path), "--seed", "5"])

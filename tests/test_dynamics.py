@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from conftest import tiny_overrides
-from oc_perception.checkpoint import load_training_state, save_checkpoint
+from oc_perception.checkpoint import CheckpointError, load_training_state, save_checkpoint
 from oc_perception.config import load_config
 from oc_perception.data.shards import write_shards
-from oc_perception.dynamics import DynamicsPredictor, SlotDynamics, load_dynamics
+from oc_perception.dynamics import DynamicsPredictor, SlotDynamics, load_dynamics, save_dynamics
 from oc_perception.dynamics import evaluate as evaluate_cli
 from oc_perception.dynamics import extract as extract_cli
 from oc_perception.dynamics import train as train_cli
@@ -33,6 +33,24 @@ def random_model(action_dim: int = 0, history: int = 3) -> SlotDynamics:
 
 
 # ---------------------------------------------------------------------------------------------- model
+def test_a_damaged_or_non_finite_dynamics_file_is_refused_in_one_line(tmp_path):
+    path = save_dynamics(random_model(), tmp_path / "dynamics.safetensors")
+    assert load_dynamics(path).history == 3
+    data = bytearray(path.read_bytes())
+    data[-8:] = b"\x7f" * 8  # the last weights' bytes, behind an intact header
+    damaged = tmp_path / "damaged.safetensors"
+    damaged.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="do not match the digest") as e:
+        load_dynamics(damaged)
+    assert "\n" not in str(e.value)
+    model = random_model()
+    with torch.no_grad():
+        model.out_proj.weight[0, 0] = float("nan")
+    with pytest.raises(CheckpointError, match=r"non-finite \(NaN/inf\) weights in out_proj.weight") as e:
+        load_dynamics(save_dynamics(model, tmp_path / "nan.safetensors"))
+    assert "\n" not in str(e.value)
+
+
 def test_permutation_equivariant_within_a_frame():
     model = random_model(action_dim=5)
     slots, actions = torch.randn(2, 3, K, D), torch.randint(0, 5, (2, 3 + 4 - 1))

@@ -195,7 +195,8 @@ def test_non_finite_frames_are_refused_and_the_state_survives():
 def test_vector_wrappers_name_the_right_class():
     from stable_baselines3.common.vec_env import DummyVecEnv
 
-    from oc_perception.wrappers import VecSlotObservation, VectorSlotObservation
+    from oc_perception.sb3 import VecSlotObservation
+    from oc_perception.wrappers import VectorSlotObservation
     from test_wrappers import TinyImageEnv
 
     model = tiny_model()

@@ -24,7 +24,8 @@ from oc_perception import SlotContrast
 from oc_perception.checkpoint import default_checkpoint, load_checkpoint, save_checkpoint
 from oc_perception.config import load_config
 from oc_perception.consistency import SlotConsistency, slot_identity_stats
-from oc_perception.wrappers import SlotObservation, VecSlotObservation, VectorSlotObservation, make
+from oc_perception.sb3 import VecSlotObservation
+from oc_perception.wrappers import SlotObservation, VectorSlotObservation, make
 from conftest import tiny_overrides
 
 TEST_ID = "oc_test/TinyImage-v0"
@@ -260,7 +261,7 @@ def test_unknown_precision_is_refused(model):
 def test_default_checkpoint_from_entry_point_wrappers(ckpt, monkeypatch):
     # gym.make sets env.spec only after the entry point returns: the id is found through the registry.
     monkeypatch.setitem(wrappers_module.DEFAULT_CHECKPOINTS, TEST_ID, "tiny.safetensors")
-    monkeypatch.setattr("oc_perception.checkpoint.default_checkpoint", {TEST_ID: ckpt}.__getitem__)
+    monkeypatch.setattr("oc_perception.checkpoint.loader.default_checkpoint", {TEST_ID: ckpt}.__getitem__)
     env = gym.make(TEST_ID, wrappers=[functools.partial(SlotObservation, device="cpu")])
     assert env.reset(seed=0)[0].shape == (K, D)
 

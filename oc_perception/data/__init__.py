@@ -1,4 +1,4 @@
-"""Video data: shards in the official webdataset layout, transforms, data loaders, and the tools that
+"""Video data: shards in the official webdataset layout, clip transforms, data loaders, and the tools that
 make shards (env videos, MOVi and YT-VIS converters: ``python -m oc_perception.data.<generate|movi|ytvis>``)."""
 
 from oc_perception.data.clips import FeatureCache, ShardIndex, StepSampler, TrainClips
@@ -12,14 +12,7 @@ from oc_perception.data.shards import (
     segmentation_to_labels,
     write_shards,
 )
-from oc_perception.data.transforms import (
-    Clip,
-    VideoTransform,
-    preprocess_frames,
-    resize_short_side,
-    resize_square,
-    sample_chunk_start,
-)
+from oc_perception.data.transforms import Clip, VideoTransform, sample_chunk_start
 
 __all__ = [
     "Clip",
@@ -35,10 +28,7 @@ __all__ = [
     "collate_videos",
     "expand_shards",
     "iter_videos",
-    "preprocess_frames",
     "read_shard",
-    "resize_short_side",
-    "resize_square",
     "sample_chunk_start",
     "segmentation_to_labels",
     "video_transform",

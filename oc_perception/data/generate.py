@@ -38,7 +38,7 @@ import torch
 from oc_perception.cli import yaml_mapping
 from oc_perception.data.scene import SlotAdvice, advise_num_slots
 from oc_perception.data.shards import EmptyDatasetError, iter_videos, write_shards
-from oc_perception.data.transforms import resize_frames_as_model_input, resize_labels
+from oc_perception.frames import resize_frames_as_model_input, resize_labels
 
 Policy = Callable[[Any, dict], Any]
 """``policy(observation, info) -> action``, the interface of ``envs.policies``."""

@@ -21,7 +21,7 @@ import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from oc_perception.data.transforms import resize_frames_as_model_input
+from oc_perception.frames import resize_frames_as_model_input
 
 COUNT_SIZE = 64
 # Largest colour step (any channel, in [0, 1]) between neighbours of one region: wide enough to keep the shaded

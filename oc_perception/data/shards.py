@@ -23,7 +23,7 @@ import numpy as np
 import webdataset as wds
 from tqdm import tqdm
 
-from oc_perception.data.transforms import rgb_conversion
+from oc_perception.frames import rgb_conversion
 
 VIDEO = "video"
 SEGMENTATIONS = "segmentations"

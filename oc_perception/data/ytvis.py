@@ -37,7 +37,7 @@ except ImportError as e:
     raise ImportError("YT-VIS conversion needs pycocotools: pip install 'oc-perception[ytvis]'") from e
 
 from oc_perception.data.shards import SEGMENTATIONS, VIDEO, write_shards
-from oc_perception.data.transforms import short_side_size
+from oc_perception.frames import short_side_size
 
 SPLITS = ("train", "validation")
 VIDEOS_PER_SHARD = {"train": 32, "validation": 10}  # the official README's --maxcount

@@ -20,14 +20,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from einops import rearrange, repeat
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 from torch import nn
 
-from oc_perception.checkpoint import CheckpointError
-from oc_perception.io import atomic_write
+from oc_perception.checkpoint.format import CheckpointError, TensorFormat
 
-FORMAT = "oc-perception/slotdynamics-v1"
+DYNAMICS_FILE = TensorFormat("oc-perception/slotdynamics-v1", "a slot dynamics checkpoint",
+                             "perception models load with load_checkpoint()")
 
 
 class SlotDynamics(nn.Module):
@@ -188,35 +186,23 @@ def rollout_dataset(model: SlotDynamics, slots: torch.Tensor, actions: torch.Ten
 # ---------------------------------------------------------------------------------------------- files
 def save_dynamics(model: SlotDynamics, path: str | Path, metadata: Mapping[str, str] | None = None) -> Path:
     """Write the model as safetensors with its constructor arguments (and ``metadata``) inside, atomically."""
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    meta = {"format": FORMAT, "config": json.dumps(model.hparams), **(metadata or {})}
-    return atomic_write(Path(path), lambda tmp: save_file(state, tmp, metadata=meta))
+    return DYNAMICS_FILE.write(path, model.state_dict(), {"config": json.dumps(model.hparams), **(metadata or {})})
 
 
 def read_dynamics_metadata(path: str | Path) -> dict[str, str]:
     """The metadata of a file written by ``save_dynamics`` (e.g. ``burn_in``, ``data``)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"dynamics checkpoint not found: {path}")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-    except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"{path} is not a readable safetensors file ({e}); it may be truncated") from e
-    if meta.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not a slot dynamics checkpoint (metadata format={meta.get('format')!r}, "
-                              f"expected {FORMAT!r}); perception models load with load_checkpoint()")
-    return meta
+    return DYNAMICS_FILE.read_metadata(path)
 
 
 def load_dynamics(path: str | Path, device: str | torch.device = "cpu") -> SlotDynamics:
-    """A file written by ``save_dynamics`` -> ``SlotDynamics`` in eval mode."""
-    meta = read_dynamics_metadata(path)
+    """A file written by ``save_dynamics`` -> ``SlotDynamics`` in eval mode.
+
+    Raises:
+        CheckpointError: unreadable, another kind of file, damaged (digest) or non-finite weights, or weights
+            that do not fit the stored config.
+    """
+    state, meta = DYNAMICS_FILE.read(path)
     model = SlotDynamics(**json.loads(meta["config"]))
-    state = {}
-    with safe_open(str(path), framework="pt") as f:
-        for key in f.keys():
-            state[key] = f.get_tensor(key)
     try:
         model.load_state_dict(state)
     except RuntimeError as e:

@@ -31,8 +31,8 @@ import yaml
 from torch.utils.tensorboard import SummaryWriter
 
 from oc_perception.cli import run_or_exit
-from oc_perception.checkpoint import CheckpointError, config_path, save_step_checkpoint
-from oc_perception.config import ConfigError, from_dict, to_dict
+from oc_perception.checkpoint import CheckpointError, save_step_checkpoint
+from oc_perception.config import ConfigError, config_path, from_dict, to_dict
 from oc_perception.dynamics.config import DynamicsConfig, load_dynamics_config
 from oc_perception.dynamics.data import DataError, load_meta, load_split
 from oc_perception.dynamics.model import (SlotDynamics, repeat_last, rollout_dataset, save_dynamics,

@@ -6,10 +6,13 @@ Watters et al. 2019, as in Slot Attention) renders each slot as an image with tr
 
 from __future__ import annotations
 
+from typing import get_args
+
 import torch
 from einops import rearrange
 from torch import nn
 
+from oc_perception.config import PositionEmbedding
 from oc_perception.model.encoder import SoftPositionEmbedding
 from oc_perception.model.slot_attention import grid_coordinates, relative_grid
 
@@ -29,12 +32,12 @@ class MLPDecoder(nn.Module):
     """
 
     def __init__(self, slot_dim: int, output_dim: int, num_patches: int, hidden_dims: list[int],
-                 pos_emb: str = "learned", relative: bool = False) -> None:
+                 pos_emb: PositionEmbedding = "learned", relative: bool = False) -> None:
         super().__init__()
         self.num_patches = num_patches
         self.pos_emb_kind = pos_emb
-        if pos_emb not in ("learned", "soft"):
-            raise ValueError(f"decoder pos_emb must be 'learned' or 'soft', got '{pos_emb}'")
+        if pos_emb not in get_args(PositionEmbedding):
+            raise ValueError(f"decoder pos_emb={pos_emb!r}: must be one of {', '.join(get_args(PositionEmbedding))}")
         if relative:
             pass  # positions come from the slots (below)
         elif pos_emb == "learned":

@@ -1,5 +1,9 @@
 """Feature encoders: a frozen timm ViT (DINOv2, the paper) or a small CNN trained from pixels, and the
-feature MLP that maps encoder features to slot space."""
+feature MLP that maps encoder features to slot space.
+
+timm (which imports torchvision) is imported where a ViT is built: a CNN model, and ``import oc_perception``,
+never load it.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,6 @@ import socket
 from pathlib import Path
 from urllib.parse import urlparse
 
-import timm
 import torch
 from einops import rearrange
 from torch import nn
@@ -26,6 +29,7 @@ def pretrained_weights_available(name: str, timeout: float = 3.0) -> bool:
     Asked before ``timm.create_model(pretrained=True)``, whose hub client otherwise retries for tens of
     seconds offline before failing with a message that does not say what is missing.
     """
+    import timm
     from huggingface_hub import constants, try_to_load_from_cache
 
     pretrained_cfg = timm.models.get_pretrained_cfg(name)
@@ -55,6 +59,8 @@ class ViTEncoder(nn.Module):
 
     def __init__(self, name: str, pretrained: bool = True, weights: str | None = None) -> None:
         super().__init__()
+        import timm
+
         if not timm.is_model(name):
             raise ValueError(f"unknown backbone '{name}': timm has no model of that name; use 'cnn' or a timm ViT "
                              "such as vit_small_patch14_dinov2 (timm.list_models('*dinov2*') lists more)")

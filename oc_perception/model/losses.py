@@ -6,7 +6,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from einops import rearrange
-from scipy.optimize import linear_sum_assignment
 
 
 def foreground_pixels(target: torch.Tensor, threshold: float = 0.1) -> torch.Tensor:
@@ -134,6 +133,8 @@ def segmentation_matching_loss(masks: torch.Tensor | list[torch.Tensor], labels:
     grows the masks past the objects (higher FG-ARI, lower mBO: docs/checkpoints.md). Slots beyond the segments
     get no target.
     """
+    from scipy.optimize import linear_sum_assignment  # only this loss needs scipy: not on the model's import path
+
     masks_list = masks if isinstance(masks, (list, tuple)) else [masks]
     labels_list = labels if isinstance(labels, (list, tuple)) else [labels]
     b, t, k, _ = masks_list[0].shape

@@ -16,7 +16,7 @@ from einops import rearrange
 from torch import nn
 
 from oc_perception.config import ModelConfig
-from oc_perception.data.transforms import preprocess_frames, resize_labels
+from oc_perception.frames import preprocess_frames, resize_labels
 from oc_perception.model.decoder import BroadcastDecoder, MLPDecoder
 from oc_perception.model.encoder import FeatureMLP, build_encoder
 from oc_perception.model.initializer import RandomSlots, initial_positions
