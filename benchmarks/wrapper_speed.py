@@ -252,7 +252,7 @@ def bench(model: SlotContrast, precision: str, steps: int, reps: int, num_envs: 
     separate = (t_wrapped - per_step["bare env"] - t_model) / t_model
     by_hand = (t_wrapped - per_step["bare env + bare model, by hand"]) / t_model
     same_run = instrumented_overhead(model, precision, actions[:, 0], reps)
-    print(f"wrapper overhead over the bare model step (target <= 10 %): {100 * separate:+.1f} % from the separate "
+    print(f"wrapper overhead over the bare model step (target <= 5 %): {100 * separate:+.1f} % from the separate "
           f"runs, {100 * by_hand:+.1f} % over the loop by hand, {100 * same_run:+.1f} % timed within one run")
     if 8 in num_envs:
         speedup = per_step["8 x SlotObservation in turn"] / per_step["VectorSlotObservation, 8 envs"]
