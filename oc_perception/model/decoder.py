@@ -65,13 +65,14 @@ class MLPDecoder(nn.Module):
         else:
             pos = self.pos_emb if self.pos_emb_kind == "learned" else self.soft_pos_emb().unsqueeze(1)
         # The first layer is linear in (slot + position): projecting K slots and P positions apart and
-        # broadcasting the sum skips a [N, K, P, D] tensor and its gradient.
+        # broadcasting the sum skips a [N, K, P, D] tensor and its gradient (benchmarks/train_speed.py).
         first, last = self.mlp[0], self.mlp[-1]
         hidden = self.mlp[1:-1](first(slots).unsqueeze(2) + nn.functional.linear(pos, first.weight))  # [N, K, P, H]
         alpha = nn.functional.linear(hidden, last.weight[-1:], last.bias[-1:]).squeeze(-1)  # [N, K, P]
         masks = alpha.softmax(dim=1)
         # The last layer is affine and the masks sum to 1 over slots, so mixing the slots' hidden vectors first
-        # and projecting once gives the same reconstruction with a K times smaller last matmul.
+        # and projecting once gives the same reconstruction with a K times smaller last matmul
+        # (benchmarks/official_speed.py).
         mixed = torch.einsum("nkp,nkph->nph", masks, hidden)  # [N, P, H]
         return nn.functional.linear(mixed, last.weight[:-1], last.bias[:-1]), masks
 
