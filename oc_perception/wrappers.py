@@ -119,7 +119,7 @@ class SlotObservation(gym.ObservationWrapper[SlotObs, Any, Any], gym.utils.Recor
     def observation(self, observation: Any) -> SlotObs:
         frame = observation if self._frames_from_obs else self.env.render()
         source = "the observation" if self._frames_from_obs else "env.render()"
-        obs, _ = self.encoder.encode(check_frames([frame], source))
+        obs, _ = self.encoder.encode(check_frames(frame[None] if isinstance(frame, np.ndarray) else [frame], source))
         return select_obs(obs, 0)
 
 
