@@ -148,3 +148,15 @@ def test_fit_minigrid_with_the_recipe_continues_exactly(tmp_path, capsys):
         assert torch.equal(value, cut["model"][key]), key
     for name in ("masks.png", "masks.mp4", "learning_curve.png", "report.md"):
         assert (tmp_path / "cut" / "report" / "step_000006" / name).is_file(), name
+
+
+def test_label_free_verdict_says_not_yet_while_masks_churn():
+    from oc_perception.fit_report import verdict
+
+    p = "label_free/"
+    assert verdict({p + "objects_drawn": -0.1, p + "mask_change_static": 0.4}).startswith("not yet: the reconstruction "
+                                                                                          "does not draw")
+    churning = verdict({p + "objects_drawn": 0.58, p + "mask_change_static": 0.72})
+    assert churning.startswith("not yet:") and "churn on still pixels (0.72 > 0.1)" in churning
+    assert verdict({p + "objects_drawn": 0.6, p + "mask_change_static": 0.03}).startswith("draws the objects (0.60) "
+                                                                                         "with steady slots")
