@@ -262,7 +262,7 @@ def test_segmentation_loss_weighs_every_pixel_alike_in_the_cross_entropy():
     per_pixel_slot = slot_of[torch.bucketize(labels, ids)]  # [T, M]
     expected = F.nll_loss(masks.log(), per_pixel_slot)  # mean over every pixel of every frame
     torch.testing.assert_close(ce[torch.arange(3), slot_of].sum(), expected)
-    # area_exponent=1 (session 4's loss): the mean over each segment's own pixels.
+    # area_exponent=1: the mean over each segment's own pixels.
     ce, _ = _segment_costs(masks, labels, ids, area_exponent=1.0, eps=0.0)
     own = [-masks.log()[:, slot_of[g]][labels == ids[g]].mean() for g in range(3)]
     torch.testing.assert_close(ce[torch.arange(3), slot_of], torch.stack(own))
