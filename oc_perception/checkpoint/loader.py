@@ -3,7 +3,6 @@ model, or an env id's bundled checkpoint)."""
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -11,10 +10,10 @@ import torch
 
 from oc_perception.checkpoint.bundled import DEFAULT_CHECKPOINTS, check_env_of_checkpoint, default_checkpoint
 from oc_perception.checkpoint.format import CheckpointError, checkpoint_kind
-from oc_perception.checkpoint.model_file import build_model, load_checkpoint
+from oc_perception.checkpoint.model_file import build_model, load_checkpoint, read_pretraining_state
 from oc_perception.checkpoint.official import detect_official_config, load_official, official_state_dict
-from oc_perception.checkpoint.training import is_training_state, load_training_state, training_state_kind
-from oc_perception.config import ConfigError, config_path, load_config, model_config_from_dict
+from oc_perception.checkpoint.training import is_training_state
+from oc_perception.config import config_path, load_config
 from oc_perception.devices import resolve_device
 from oc_perception.model.slotcontrast import SlotContrast
 
@@ -65,16 +64,8 @@ def load_model(checkpoint: "str | os.PathLike | SlotContrast | None", device: st
 
 def _load_pretraining_state(path: Path, config: str | None, device: str | torch.device) -> SlotContrast:
     """A pretraining checkpoint's model, built from the config it was trained with (``config`` must fit it)."""
-    payload = load_training_state(path)
-    if training_state_kind(payload) != "pretraining":
-        raise CheckpointError(f"{path} is a slot dynamics training checkpoint, not a perception model: pass a "
-                              "model.safetensors or a pretraining checkpoint (checkpoints/step_*.pt)")
-    try:
-        stored = model_config_from_dict(json.loads(payload["config"])["model"])
-    except (KeyError, TypeError, ConfigError) as e:
-        raise CheckpointError(f"{path}: the stored model config is unreadable ({e})") from e
-    return build_model(payload["model"], stored, path, device, load_config(config_path(config)).model
-                       if config else None)
+    state, stored = read_pretraining_state(path)
+    return build_model(state, stored, path, device, load_config(config_path(config)).model if config else None)
 
 
 def _load_official(path: Path, config: str | None, device: str | torch.device) -> SlotContrast:

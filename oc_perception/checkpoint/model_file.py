@@ -74,19 +74,29 @@ def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def read_pretraining_state(path: Path) -> tuple[dict[str, torch.Tensor], ModelConfig]:
+    """A pretraining checkpoint (``checkpoints/step_*.pt``) -> its model weights and the model config it was
+    trained with."""
+    payload = load_training_state(path)
+    kind = training_state_kind(payload)
+    if kind != "pretraining":
+        what = "a slot dynamics training checkpoint" if kind == "dynamics" else "not a checkpoint of ours"
+        raise CheckpointError(f"{path} is {what}: pass a perception model (model.safetensors) or a pretraining "
+                              "checkpoint (checkpoints/step_*.pt)")
+    try:
+        stored = model_config_from_dict(json.loads(payload["config"])["model"])
+    except (KeyError, TypeError, ConfigError) as e:
+        raise CheckpointError(f"{path}: the stored model config is unreadable ({e})") from e
+    return payload["model"], stored
+
+
 def load_weights(model: SlotContrast, path: str | Path) -> None:
     """Copy the weights of ``path``, our model file (``.safetensors``) or a pretraining checkpoint (``step_*.pt``,
     its model weights), into ``model`` (same shapes; one error lists what does not fit). The model keeps its own
     config: fine-tuning with other losses or schedules."""
     path = Path(path)
     if path.is_file() and checkpoint_kind(path) == "torch":
-        payload = load_training_state(path)
-        kind = training_state_kind(payload)
-        if kind != "pretraining":
-            what = "a slot dynamics training checkpoint" if kind == "dynamics" else "not a checkpoint of ours"
-            raise CheckpointError(f"{path} is {what}: pass a perception model (model.safetensors) or a pretraining "
-                                  "checkpoint (checkpoints/step_*.pt)")
-        state = payload["model"]
+        state, _ = read_pretraining_state(path)
     else:
         state, _ = read_checkpoint(path)
     load_into(model, {k: v.to(next(iter(model.state_dict().values())).device) for k, v in state.items()},
