@@ -14,10 +14,16 @@ env uses its bundled checkpoint.
 from __future__ import annotations
 
 import argparse
+import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
+
+# `python benchmarks/X.py` puts benchmarks/ first on the path; envs/ and agents/ live beside it (the wheel
+# installs them as oc_perception_envs / oc_perception_agents, so an editable install does not provide them).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import envs  # noqa: F401  (registers the oc/ ids)
 from envs.policies import ExplorationPolicy

@@ -44,6 +44,10 @@ from matplotlib.ticker import FuncFormatter  # noqa: E402
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
+# `python benchmarks/X.py` puts benchmarks/ first on the path; envs/ and agents/ live beside it (the wheel
+# installs them as oc_perception_envs / oc_perception_agents, so an editable install does not provide them).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 from agents.config import OBS_TYPES, AgentConfig, check_env_kwargs, load_agent_config  # noqa: E402
 from agents.ppo import USER_ERRORS, RunResult, train  # noqa: E402
 from oc_perception.config import CONFIG_DIR  # noqa: E402

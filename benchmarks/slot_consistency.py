@@ -15,10 +15,16 @@ its first visible frame, "at 2nd frame" the switches at an object's second visib
 from __future__ import annotations
 
 import argparse
+import sys
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
+
+# `python benchmarks/X.py` puts benchmarks/ first on the path; envs/ and agents/ live beside it (the wheel
+# installs them as oc_perception_envs / oc_perception_agents, so an editable install does not provide them).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import envs  # noqa: F401  (registers the oc/ ids)
 from envs.policies import ExplorationPolicy

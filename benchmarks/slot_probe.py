@@ -15,12 +15,18 @@ Without ``--checkpoint`` the env's bundled checkpoint is probed.
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
+
+# `python benchmarks/X.py` puts benchmarks/ first on the path; envs/ and agents/ live beside it (the wheel
+# installs them as oc_perception_envs / oc_perception_agents, so an editable install does not provide them).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import envs  # noqa: F401  (registers the oc/ ids)
 from oc_perception.metrics import masks_to_labels

@@ -24,14 +24,20 @@ from other processes on a shared machine hits every setup alike. One thread (``t
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium.vector import SyncVectorEnv
 from stable_baselines3.common.vec_env import DummyVecEnv
+
+# `python benchmarks/X.py` puts benchmarks/ first on the path; envs/ and agents/ live beside it (the wheel
+# installs them as oc_perception_envs / oc_perception_agents, so an editable install does not provide them).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import envs  # noqa: F401  (registers oc/ShapesPush-v0)
 from oc_perception import SlotContrast

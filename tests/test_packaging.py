@@ -80,3 +80,14 @@ def test_example_envs_import_as_the_repository_or_the_wheel_names_them(tmp_path)
     (tmp_path / "envs").mkdir()
     (tmp_path / "envs" / "policies.py").touch()
     assert example_envs_package(tmp_path) == "envs"
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in (REPO / "benchmarks").glob("*.py")))
+def test_benchmark_scripts_start_as_the_docs_run_them(script):
+    """``python benchmarks/X.py`` from the checkout, with nothing on PYTHONPATH: the scripts that use the
+    example envs and agents find them beside benchmarks/ (the editable install names them oc_perception_*)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run([sys.executable, f"benchmarks/{script}", "--help"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "usage:" in done.stdout
