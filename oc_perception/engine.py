@@ -26,7 +26,7 @@ from gymnasium import spaces
 from oc_perception.checkpoint import load_model
 from oc_perception.frames import rgb_conversion
 from oc_perception.devices import Precision, autocast, check_precision
-from oc_perception.model.slotcontrast import SlotContrast, SlotState
+from oc_perception.model.slotcontrast import SlotContrast, SlotState, check_first_frame_passes
 
 __all__ = [
     "MASK_SOURCES", "Checkpoint", "MaskSource", "SlotEncoder", "SlotObs", "check_frames",
@@ -127,6 +127,9 @@ class SlotEncoder:
             warning where the device only emulates bf16, which is slower than fp32).
         compile: run the model's ``step`` through ``torch.compile`` (compiles on the first frames).
         env_id: the env id that ``checkpoint=None`` looks up.
+        first_frame_passes: passes over an episode's first frame (``model.slot_attention.first_frame_passes``):
+            with 3 or more the slots settle before the first hand-over to the next frame, and more objects keep
+            the slot of their first frame (docs/wrappers.md#identity). None: the checkpoint's setting (1 in ours, the paper's).
 
     Attributes:
         observation_space: the slot observation space of one stream (see the module docstring).
@@ -134,7 +137,8 @@ class SlotEncoder:
 
     def __init__(self, checkpoint: Checkpoint = None, device: str | torch.device | None = None,
                  include_masks: bool = False, precision: Precision = "fp32", compile: bool = False,
-                 env_id: str | None = None, mask_source: MaskSource = "decoder") -> None:
+                 env_id: str | None = None, mask_source: MaskSource = "decoder",
+                 first_frame_passes: int | None = None) -> None:
         if mask_source not in MASK_SOURCES:
             raise ValueError(f"mask_source must be one of {MASK_SOURCES}, got {mask_source!r}")
         self.model = load_model(checkpoint, device, env_id=env_id)
@@ -142,6 +146,7 @@ class SlotEncoder:
         self.include_masks = include_masks
         self.mask_source = mask_source
         self.precision = check_precision(precision, self.device)
+        self.first_frame_passes = None if first_frame_passes is None else check_first_frame_passes(first_frame_passes)
         self._step = torch.compile(self.model.step) if compile else self.model.step
         self._decode = include_masks and mask_source == "decoder"  # only decoder masks need the decoder
         self._mask_key, self._mask_side = (("decoder_masks", self.model.mask_side) if mask_source == "decoder"
@@ -192,7 +197,8 @@ class SlotEncoder:
                 rows = torch.as_tensor(final_rows, dtype=torch.long, device=self.device)
                 state = state.cat(old.select(rows))
                 frames = np.concatenate([frames, final_frames])
-            out, state = self._step(self.model.preprocess(frames), state, decode=self._decode)
+            out, state = self._step(self.model.preprocess(frames), state, decode=self._decode,
+                                    first_frame_passes=self.first_frame_passes)
             self._state = state.select(slice(None, n))
             obs = self._to_numpy(out)
         return select_obs(obs, slice(None, n)), (select_obs(obs, slice(n, None)) if frames.shape[0] > n else None)

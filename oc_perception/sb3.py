@@ -44,7 +44,7 @@ class VecSlotObservation(VecEnvWrapper):
 
     def __init__(self, venv: VecEnv, checkpoint: Checkpoint = None, device: str | torch.device | None = None,
                  include_masks: bool = False, precision: Precision = "fp32", compile: bool = False,
-                 mask_source: MaskSource = "decoder") -> None:
+                 mask_source: MaskSource = "decoder", first_frame_passes: int | None = None) -> None:
         if isinstance(venv, VectorEnv):
             raise TypeError("VecSlotObservation wraps a Stable-Baselines3 VecEnv; this is a gymnasium.vector env: "
                             "use VectorSlotObservation")
@@ -57,7 +57,8 @@ class VecSlotObservation(VecEnvWrapper):
                           'infos[i]["terminal_observation"] will be None', stacklevel=2)
         spec = venv.get_attr("spec", indices=[0])[0]
         self.encoder = SlotEncoder(checkpoint, device, include_masks, precision, compile,
-                                   env_id=spec.id if spec is not None else None, mask_source=mask_source)
+                                   env_id=spec.id if spec is not None else None, mask_source=mask_source,
+                                   first_frame_passes=first_frame_passes)
         super().__init__(venv, observation_space=self.encoder.observation_space)
 
     def _frames(self, observations: VecEnvObs) -> np.ndarray:

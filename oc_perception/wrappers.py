@@ -96,20 +96,23 @@ class SlotObservation(gym.ObservationWrapper[SlotObs, Any, Any], gym.utils.Recor
         mask_source: ``"decoder"`` or ``"attention"`` (see the module docstring).
         precision: ``"fp32"`` or ``"bf16"`` (bfloat16 autocast, on GPU or CPU: ``oc_perception.devices``).
         compile: ``torch.compile`` the model's step.
+        first_frame_passes: passes over an episode's first frame before the slots go on to the next one (an int
+            >= 1; None: the checkpoint's setting, 1 in the bundled models). 3 or more keep more objects in the
+            slot of their first frame (docs/wrappers.md#identity); the weights do not depend on it.
 
     Raises:
-        ValueError: the env gives no RGB frames (the message names the fix).
+        ValueError: the env gives no RGB frames, or a bad option (the message names the fix).
     """
 
     def __init__(self, env: gym.Env, checkpoint: Checkpoint = None, device: str | torch.device | None = None,
                  include_masks: bool = False, precision: Precision = "fp32", compile: bool = False,
-                 mask_source: MaskSource = "decoder") -> None:
+                 mask_source: MaskSource = "decoder", first_frame_passes: int | None = None) -> None:
         _record_args(self, checkpoint, device=device, include_masks=include_masks, precision=precision, compile=compile,
-                     mask_source=mask_source)
+                     mask_source=mask_source, first_frame_passes=first_frame_passes)
         gym.ObservationWrapper.__init__(self, env)
         self._frames_from_obs = frames_from_observations(env.observation_space, env.render_mode)
         self.encoder = SlotEncoder(checkpoint, device, include_masks, precision, compile, env_id=_registered_id(env),
-                                   mask_source=mask_source)
+                                   mask_source=mask_source, first_frame_passes=first_frame_passes)
         self.observation_space = self.encoder.observation_space
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[SlotObs, dict]:
@@ -146,7 +149,7 @@ class VectorSlotObservation(VectorWrapper):
 
     def __init__(self, env: VectorEnv, checkpoint: Checkpoint = None, device: str | torch.device | None = None,
                  include_masks: bool = False, precision: Precision = "fp32", compile: bool = False,
-                 mask_source: MaskSource = "decoder") -> None:
+                 mask_source: MaskSource = "decoder", first_frame_passes: int | None = None) -> None:
         if _is_sb3_vec_env(env):
             raise TypeError("VectorSlotObservation wraps a gymnasium.vector env; this is a Stable-Baselines3 VecEnv: "
                             "use VecSlotObservation")
@@ -163,7 +166,8 @@ class VectorSlotObservation(VectorWrapper):
                           'infos["final_obs"] will hold None', stacklevel=2)
         spec = env.spec or env.get_attr("spec")[0]
         self.encoder = SlotEncoder(checkpoint, device, include_masks, precision, compile,
-                                   env_id=spec.id if spec is not None else None, mask_source=mask_source)
+                                   env_id=spec.id if spec is not None else None, mask_source=mask_source,
+                                   first_frame_passes=first_frame_passes)
         self.single_observation_space = self.encoder.observation_space
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self._autoreset = np.zeros(self.num_envs, dtype=bool)  # NEXT_STEP: sub-envs the next step resets

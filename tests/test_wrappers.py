@@ -258,6 +258,31 @@ def test_unknown_precision_is_refused(model):
         SlotObservation(gym.make(TEST_ID), checkpoint=model, precision="fp16")
 
 
+def test_first_frame_passes_option(ckpt, model):
+    """``first_frame_passes=3`` gives the slots of the same weights with ``slot_attention.first_frame_passes=3``,
+    in the single and the batched wrappers, without changing a shared model; a bad value is refused."""
+    settled = load_checkpoint(ckpt)
+    settled.cfg.slot_attention.first_frame_passes = 3
+
+    def rollout(env: gym.Env) -> np.ndarray:
+        obs, _ = env.reset(seed=5)
+        return np.stack([obs] + [env.step(0)[0] for _ in range(4)])
+
+    option = rollout(SlotObservation(gym.make(TEST_ID), checkpoint=model, first_frame_passes=3))
+    np.testing.assert_allclose(option, rollout(SlotObservation(gym.make(TEST_ID), checkpoint=settled)), atol=1e-5)
+    plain = rollout(SlotObservation(gym.make(TEST_ID), checkpoint=model))
+    assert not np.allclose(option[0], plain[0], atol=1e-3)  # the extra passes moved the first frame's slots
+    assert model.cfg.slot_attention.first_frame_passes == 1
+    vector = VectorSlotObservation(SyncVectorEnv([lambda: gym.make(TEST_ID)] * 2), checkpoint=model,
+                                   first_frame_passes=3)
+    np.testing.assert_allclose(vector.reset(seed=5)[0][0], option[0], atol=1e-5)
+    env = SlotObservation(gym.make(TEST_ID), checkpoint=model, first_frame_passes=3)
+    assert gym.make(env.spec).encoder.first_frame_passes == 3
+    for bad in (0, 2.5, True):
+        with pytest.raises(ValueError, match="first_frame_passes must be an int >= 1"):
+            SlotObservation(gym.make(TEST_ID), checkpoint=model, first_frame_passes=bad)
+
+
 def test_default_checkpoint_from_entry_point_wrappers(ckpt, monkeypatch):
     # gym.make sets env.spec only after the entry point returns: the id is found through the registry.
     monkeypatch.setitem(wrappers_module.DEFAULT_CHECKPOINTS, TEST_ID, "tiny.safetensors")

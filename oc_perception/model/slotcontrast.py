@@ -26,6 +26,14 @@ from oc_perception.model.predictor import SlotPredictor
 from oc_perception.model.slot_attention import InvariantSlotAttention, SlotAttention
 
 
+def check_first_frame_passes(passes: object) -> int:
+    """``passes`` as an int if it is one >= 1, else a ValueError that names the fix."""
+    if not isinstance(passes, numbers.Integral) or isinstance(passes, bool) or passes < 1:
+        raise ValueError(f"first_frame_passes must be an int >= 1 (1: the paper's model; 3 or more: the slots settle "
+                         f"on an episode's first frame), got {passes!r}")
+    return int(passes)
+
+
 @dataclass
 class SlotState:
     """Recurrent state between frames of a stream.
@@ -313,9 +321,12 @@ class SlotContrast(nn.Module):
         slots, attn = self.slot_attention(init, inputs, iters)
         return slots, None, attn
 
-    def _frame_update(self, inputs: torch.Tensor, state: SlotState) -> tuple[dict[str, torch.Tensor], SlotState]:
-        """One frame of the recurrence. inputs [B, P, D] (after the feature MLP)."""
+    def _frame_update(self, inputs: torch.Tensor, state: SlotState, first_frame_passes: int | None = None
+                      ) -> tuple[dict[str, torch.Tensor], SlotState]:
+        """One frame of the recurrence. inputs [B, P, D] (after the feature MLP); ``first_frame_passes``
+        overrides the config's ``slot_attention.first_frame_passes`` (None: the config's)."""
         sa = self.cfg.slot_attention
+        passes = sa.first_frame_passes if first_frame_passes is None else first_frame_passes
         first = state.is_first
         b = inputs.shape[0]
         if bool(first.all()):
@@ -329,9 +340,9 @@ class SlotContrast(nn.Module):
             init_pos = None if start_pos is None else torch.where(rows, start_pos, state.positions)
             iters = torch.where(first, sa.iters_first, sa.iters)
         slots, positions, attn = self._attend(init, init_pos, inputs, iters)
-        if sa.first_frame_passes > 1 and bool(first.any()):
+        if passes > 1 and bool(first.any()):
             rows = first.view(-1, 1, 1)
-            for _ in range(sa.first_frame_passes - 1):
+            for _ in range(passes - 1):
                 again, again_pos, again_attn = self._attend(self.predictor(slots), positions, inputs, sa.iters)
                 slots, attn = torch.where(rows, again, slots), torch.where(rows, again_attn, attn)
                 positions = None if positions is None else torch.where(rows, again_pos, positions)
@@ -341,20 +352,23 @@ class SlotContrast(nn.Module):
         return out, SlotState(predicted, torch.zeros_like(first), positions)
 
     def step(
-        self, frame: torch.Tensor, state: SlotState, decode: bool = False
+        self, frame: torch.Tensor, state: SlotState, decode: bool = False, first_frame_passes: int | None = None
     ) -> tuple[dict[str, torch.Tensor], SlotState]:
         """One frame of a stream: frame [B, 3, S, S] normalised -> (out, next state).
 
         out: slots [B, K, D], slots_predicted [B, K, D], grouping_masks [B, K, P], with ``decode=True``
         decoder_masks [B, K, M] and reconstruction [B, M', F] (as in ``forward``), and with
         ``slot_attention.relative`` positions [B, K, 4]. Frame by frame this gives the same slots as
-        ``forward`` on the whole clip.
+        ``forward`` on the whole clip. ``first_frame_passes`` (>= 1) overrides the config's
+        ``slot_attention.first_frame_passes`` for the rows that start an episode; the weights do not depend on it.
         """
         self._check_images(frame, "frame", 4)
+        if first_frame_passes is not None:
+            check_first_frame_passes(first_frame_passes)
         if state.slots.shape[0] != frame.shape[0]:
             raise ValueError(f"state holds {state.slots.shape[0]} streams but the frame batch has {frame.shape[0]}")
         features, _ = self.encode_frames(frame)
-        out, state = self._frame_update(self.feature_mlp(features), state)
+        out, state = self._frame_update(self.feature_mlp(features), state, first_frame_passes)
         if decode:
             out["reconstruction"], out["decoder_masks"] = self.decoder(out["slots"], out.get("positions"))
         return out, state
