@@ -77,6 +77,9 @@ class AgentConfig:
     # The perception model's arithmetic (slot observations): "bf16" is bfloat16 autocast, which pays on GPUs and
     # on CPUs with AMX/AVX512-BF16 and is emulated (slower) elsewhere (benchmarks/train_speed.py prints which).
     precision: Literal["fp32", "bf16"] = "fp32"
+    # Passes over an episode's first frame (SlotObservation's first_frame_passes): None keeps the perception
+    # checkpoint's setting; 3 keeps more objects in the slot of their first frame (docs/wrappers.md#identity).
+    first_frame_passes: int | None = field(default=None, metadata=POSITIVE)
     ppo: PPOConfig = field(default_factory=PPOConfig)
     extractor: ExtractorConfig = field(default_factory=ExtractorConfig)
 

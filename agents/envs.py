@@ -42,7 +42,8 @@ def make_vec_env(cfg: AgentConfig, obs: str, n_envs: int, perception: SlotContra
     venv = SubprocVecEnv(factories) if cfg.vec_env == "subproc" else DummyVecEnv(factories)
     if obs == "slots":
         return VecSlotObservation(venv, checkpoint=perception, include_masks=cfg.extractor.use_masks,
-                                  mask_source=cfg.extractor.mask_source, precision=cfg.precision)
+                                  mask_source=cfg.extractor.mask_source, precision=cfg.precision,
+                                  first_frame_passes=cfg.first_frame_passes)
     return VecTransposeImage(venv) if obs == "pixels" else venv
 
 
@@ -51,5 +52,6 @@ def make_single_env(cfg: AgentConfig, obs: str, perception: SlotContrast | None 
     env = make_env(cfg.env_id, obs, cfg.env_kwargs, cfg.state_policy == "mlp")
     if obs == "slots":
         env = SlotObservation(env, checkpoint=perception, include_masks=cfg.extractor.use_masks,
-                              mask_source=cfg.extractor.mask_source, precision=cfg.precision)
+                              mask_source=cfg.extractor.mask_source, precision=cfg.precision,
+                              first_frame_passes=cfg.first_frame_passes)
     return env

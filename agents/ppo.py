@@ -103,9 +103,10 @@ class RunResult:
 
 def run_identity(config: dict) -> dict:
     """The config keys that decide what a run trains: ``state_policy`` is the state agent's only (and results
-    written before the key existed then still count for slots and pixels); ``precision`` fp32 is what runs
-    without the key used."""
-    config = {k: v for k, v in config.items() if not (k == "precision" and v == "fp32")}
+    written before the key existed then still count for slots and pixels); ``precision`` fp32 and
+    ``first_frame_passes`` None are what runs without those keys used."""
+    config = {k: v for k, v in config.items()
+              if not (k == "precision" and v == "fp32") and not (k == "first_frame_passes" and v is None)}
     return config if config.get("obs") == "state" else {k: v for k, v in config.items() if k != "state_policy"}
 
 

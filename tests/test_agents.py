@@ -121,6 +121,7 @@ def test_config_loads_and_overrides():
     ("n_envs=0", "n_envs=0: must be a positive integer"),
     ("ppo.batch_size=100", "ppo.batch_size (100) must divide"),
     ("state_policy=cnn", "state_policy='cnn': must be one of mlp, set"),
+    ("first_frame_passes=0", "first_frame_passes=0: must be a positive integer"),
 ])
 def test_config_errors_are_one_line(override, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -310,6 +311,15 @@ def test_run_result_is_read_back_only_for_the_same_run(slots_run, perception_che
         model.initial_slots.add_(1.0)
     save_checkpoint(model, copy)
     assert ppo.RunResult.load(slots_run.log_dir, cfg, copy) is None
+
+
+def test_first_frame_passes_reach_the_slot_envs_and_count_when_set(slots_run, perception_checkpoint):
+    cfg = load_agent_config(CONFIG, [*TINY, "obs=slots", "total_timesteps=2048", "first_frame_passes=3"])
+    venv = make_vec_env(cfg, "slots", 2, load_checkpoint(perception_checkpoint))
+    assert venv.encoder.first_frame_passes == 3
+    venv.close()
+    # A run trained with the checkpoint's setting (the key unset) is another run than one with 3 passes.
+    assert ppo.RunResult.load(slots_run.log_dir, cfg, perception_checkpoint) is None
 
 
 def test_state_policy_counts_only_for_state_runs(slots_run, perception_checkpoint, tmp_path):
