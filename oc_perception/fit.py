@@ -8,6 +8,7 @@
 2. Trains the label-free recipe ``configs/pretrain/unsupervised.yml`` in ``DIR/run`` (``oc_perception.train``),
    overriding only what the env decides: the shards, the slot count and where training stops
    (``trainer.stop_at``). Segmentations the env gives score the model; they train it only with ``--supervised``.
+   ``--init-from CHECKPOINT`` starts from a trained model's weights instead of from scratch.
 3. Writes the report to ``DIR/report/step_<N>`` (``oc_perception.fit_report``: mask overlays, a masks video, the
    learning curve, the figures and a verdict) and prints the lines of Python that put the model in the env.
 
@@ -64,7 +65,7 @@ OWN_KEYS = {"data.train_shards": "the recording", "data.val_shards": "the record
             "model.num_slots": "--num-slots", "trainer.stop_at": "--budget",
             "model.loss.segmentation_weight": "--supervised"}
 # Options that make a fit what it is: a re-run with others would train another model into the same DIR.
-IDENTITY = ("env", "env_kwargs", "policy", "seed", "episodes", "val_episodes", "supervised", "overrides")
+IDENTITY = ("env", "env_kwargs", "policy", "seed", "episodes", "val_episodes", "supervised", "overrides", "init_from")
 
 
 class FitError(ValueError):
@@ -223,10 +224,14 @@ def _checked_options(args: argparse.Namespace) -> dict[str, Any]:
         key = item.split("=", 1)[0].strip()
         if key in OWN_KEYS:
             raise FitError(f"override {key}: fit sets it from {OWN_KEYS[key]}")
+    if args.init_from is not None and not Path(args.init_from).is_file():
+        raise FitError(f"--init-from {args.init_from}: no such file; pass a model file (.safetensors) or a training "
+                       "checkpoint (step_*.pt) of ours")
     return {"env": args.env, "env_kwargs": args.env_kwargs or {}, "policy": args.policy or
             recorder.default_policy(args.env), "seed": args.seed, "episodes": args.episodes,
             "val_episodes": args.val_episodes, "supervised": args.supervised, "overrides": list(args.overrides),
-            "episode_length": args.episode_length, "num_slots": args.num_slots}
+            "episode_length": args.episode_length, "num_slots": args.num_slots,
+            "init_from": None if args.init_from is None else str(Path(args.init_from).resolve())}
 
 
 def _latest_step(run_dir: Path) -> int:
@@ -344,7 +349,8 @@ def fit(args: argparse.Namespace) -> Report:
         else:
             train(argparse.Namespace(config=str(recipe), overrides=[*overrides, f"trainer.stop_at={steps}"],
                                      data_dir=str(data_dir), log_dir=str(run_dir),
-                                     resume=str(run_dir) if done else None, init_from=None, overwrite=not done))
+                                     resume=str(run_dir) if done else None,
+                                     init_from=None if done else options["init_from"], overwrite=not done))
 
         # ------------------------------------------------------------------------------------ report
         lines = python_lines(args.env, options["env_kwargs"], run_dir / "model.safetensors")
@@ -375,6 +381,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--supervised", action="store_true",
                     help="also train the masks on the env's segmentations (info['segmentation'])")
     ap.add_argument("--seed", type=int, default=0, help="seed of the recorded episodes")
+    ap.add_argument("--init-from", default=None, metavar="CHECKPOINT",
+                    help="start from the weights of a model of the recipe's architecture (a .safetensors model file "
+                         "or a step_*.pt checkpoint; any slot count), e.g. a label-free model of another env, "
+                         "instead of from scratch")
     args = ap.parse_intermixed_args(argv)
     run_or_exit(fit, args, errors=USER_ERRORS)
 

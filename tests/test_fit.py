@@ -56,6 +56,7 @@ def test_episode_length_is_what_half_the_probe_episodes_reach():
     (["--env-kwargs", "[1, 2]"], "expected a YAML mapping"),
     (["--supervised"], "CartPole-v1 gives no info['segmentation']"),
     (["--policy", "nomodule:Policy"], "--policy 'nomodule:Policy': cannot load it"),
+    (["--init-from", "no_model.safetensors"], "--init-from no_model.safetensors: no such file"),
 ])
 def test_bad_input_stops_with_one_line_and_leaves_nothing(argv, message, tmp_path, capsys):
     out = tmp_path / "fit"
@@ -118,6 +119,30 @@ def test_an_env_with_masks_is_scored_and_trains_on_them_when_asked(tmp_path, cap
             "identity/frames_kept"} <= figures.keys()
     assert "train/loss_seg" in read_scalars(out / "run")  # trained on the masks
     assert report["verdict"].startswith(("sees the objects: video FG-ARI", "not yet: video FG-ARI"))
+
+
+def test_init_from_starts_training_from_a_models_weights(tmp_path, capsys):
+    """--init-from loads a model of the recipe's architecture (another slot count is fine): after 2 steps at the
+    warm-up's learning rate the weights are still the given model's, which a fresh start would not give."""
+    from oc_perception import SlotContrast
+    from oc_perception.checkpoint import load_checkpoint, save_checkpoint
+    from oc_perception.config import config_path, load_config
+
+    torch.manual_seed(1)
+    given = SlotContrast(load_config(config_path("unsupervised"), [*TINY, "model.num_slots=7"]).model)
+    with torch.no_grad():
+        for p in given.parameters():
+            p.add_(0.5)  # far from any fresh initialisation
+    path = save_checkpoint(given, tmp_path / "given.safetensors")
+    out = tmp_path / "fit"
+    main(fit_argv(out, extra=("--init-from", str(path))))
+    trained = dict(load_checkpoint(out / "run" / "model.safetensors").named_parameters())
+    for name, p in given.named_parameters():
+        torch.testing.assert_close(trained[name], p, atol=0.02, rtol=0, msg=name)
+    assert json.loads((out / "fit.json").read_text())["options"]["init_from"] == str(path.resolve())
+    capsys.readouterr()
+    message = one_line_error(capsys, main, fit_argv(out))  # the same folder without it is another fit
+    assert "holds a fit with other options (init_from" in message
 
 
 def test_a_time_budget_is_timed_once(tmp_path, capsys):
