@@ -110,13 +110,16 @@ def test_detect_config_unknown_shapes():
                                 "decoder.module.pos_emb": torch.zeros(1, 1, 576, 64)})
 
 
-@pytest.mark.parametrize("env_id", ["oc/ShapesPush-v0", "oc/PandaPush-v0"])
-def test_bundled_checkpoints_match_their_configs(env_id):
+@pytest.mark.parametrize("env_id, label_free", [("oc/ShapesPush-v0", False), ("oc/PandaPush-v0", False),
+                                                ("oc/ShapesPush-v0", True)])
+def test_bundled_checkpoints_match_their_configs(env_id, label_free):
     # The bundled files are what `configs/pretrain/<name>.yml` trains (docs/checkpoints.md): a config edited
     # without retraining, or a file left out of the package, fails here rather than in a user's env.
-    path = default_checkpoint(env_id)
+    path = default_checkpoint(env_id, label_free=label_free)
     model = load_checkpoint(path)
     assert model.cfg == load_config(f"configs/pretrain/{path.stem}.yml").model
+    if label_free:  # no loss read the simulator's masks
+        assert model.cfg.loss.segmentation_weight == 0
     frames = torch.randint(0, 256, (1, 2, 64, 64, 3), dtype=torch.uint8)
     with torch.no_grad():
         slots = model(model.preprocess(frames))[0]["slots"]
@@ -126,6 +129,8 @@ def test_bundled_checkpoints_match_their_configs(env_id):
 def test_default_checkpoint_unknown_env():
     with pytest.raises(KeyError, match="no bundled checkpoint for 'CartPole-v1'"):
         default_checkpoint("CartPole-v1")
+    with pytest.raises(KeyError, match="no bundled label-free checkpoint for 'oc/PandaPush-v0'; bundled: oc/Shapes"):
+        default_checkpoint("oc/PandaPush-v0", label_free=True)
 
 
 def test_step_checkpoints_keep_the_newest(tmp_path):

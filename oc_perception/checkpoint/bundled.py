@@ -18,14 +18,24 @@ DEFAULT_CHECKPOINTS = {
     "oc/ShapesOddOneOut-v0": "shapes.safetensors",
     "oc/PandaPush-v0": "panda.safetensors",
 }
+# Bundled checkpoints trained without labels: no loss read the simulator's masks (configs/pretrain/unsupervised.yml;
+# model card: docs/models.md). Not the defaults until they reach the targets of docs/models.md.
+LABEL_FREE_CHECKPOINTS = {
+    "oc/ShapesReach-v0": "shapes_label_free.safetensors",
+    "oc/ShapesPush-v0": "shapes_label_free.safetensors",
+    "oc/ShapesOddOneOut-v0": "shapes_label_free.safetensors",
+}
 
 
-def default_checkpoint(env_id: str) -> Path:
-    """Path of the bundled checkpoint for one of our env ids (e.g. ``"oc/ShapesPush-v0"``)."""
-    if env_id not in DEFAULT_CHECKPOINTS:
-        raise KeyError(f"no bundled checkpoint for '{env_id}'; bundled: {', '.join(DEFAULT_CHECKPOINTS)}. "
+def default_checkpoint(env_id: str, label_free: bool = False) -> Path:
+    """Path of the bundled checkpoint for one of our env ids (e.g. ``"oc/ShapesPush-v0"``); with ``label_free``
+    the one trained without the simulator's masks (``LABEL_FREE_CHECKPOINTS``)."""
+    table = LABEL_FREE_CHECKPOINTS if label_free else DEFAULT_CHECKPOINTS
+    if env_id not in table:
+        kind = "label-free checkpoint" if label_free else "checkpoint"
+        raise KeyError(f"no bundled {kind} for '{env_id}'; bundled: {', '.join(table)}. "
                        "Pass checkpoint=PATH (train one with python -m oc_perception.train).")
-    path = CHECKPOINT_DIR / DEFAULT_CHECKPOINTS[env_id]
+    path = CHECKPOINT_DIR / table[env_id]
     if not path.is_file():
         raise FileNotFoundError(f"bundled checkpoint {path} is missing from this install; see docs/checkpoints.md")
     return path
@@ -35,7 +45,7 @@ def default_checkpoint(env_id: str) -> Path:
 def _bundled_digests() -> dict[str, tuple[str, ...]]:
     """Weights digest of each bundled checkpoint -> the env ids it was trained for."""
     envs: dict[str, list[str]] = {}
-    for env_id, name in DEFAULT_CHECKPOINTS.items():
+    for env_id, name in [*DEFAULT_CHECKPOINTS.items(), *LABEL_FREE_CHECKPOINTS.items()]:
         envs.setdefault(name, []).append(env_id)
     digests = {}
     for name, ids in envs.items():
