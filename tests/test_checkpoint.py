@@ -111,7 +111,7 @@ def test_detect_config_unknown_shapes():
 
 
 @pytest.mark.parametrize("env_id, label_free", [("oc/ShapesPush-v0", False), ("oc/PandaPush-v0", False),
-                                                ("oc/ShapesPush-v0", True)])
+                                                ("oc/ShapesPush-v0", True), ("oc/PandaPush-v0", True)])
 def test_bundled_checkpoints_match_their_configs(env_id, label_free):
     # The bundled files are what `configs/pretrain/<name>.yml` trains (docs/checkpoints.md): a config edited
     # without retraining, or a file left out of the package, fails here rather than in a user's env.
@@ -129,8 +129,8 @@ def test_bundled_checkpoints_match_their_configs(env_id, label_free):
 def test_default_checkpoint_unknown_env():
     with pytest.raises(KeyError, match="no bundled checkpoint for 'CartPole-v1'"):
         default_checkpoint("CartPole-v1")
-    with pytest.raises(KeyError, match="no bundled label-free checkpoint for 'oc/PandaPush-v0'; bundled: oc/Shapes"):
-        default_checkpoint("oc/PandaPush-v0", label_free=True)
+    with pytest.raises(KeyError, match="no bundled label-free checkpoint for 'CartPole-v1'; bundled: oc/Shapes"):
+        default_checkpoint("CartPole-v1", label_free=True)
 
 
 def test_step_checkpoints_keep_the_newest(tmp_path):

@@ -24,6 +24,7 @@ LABEL_FREE_CHECKPOINTS = {
     "oc/ShapesReach-v0": "shapes_label_free.safetensors",
     "oc/ShapesPush-v0": "shapes_label_free.safetensors",
     "oc/ShapesOddOneOut-v0": "shapes_label_free.safetensors",
+    "oc/PandaPush-v0": "panda_label_free.safetensors",
 }
 
 
