@@ -21,7 +21,7 @@ from agents.evaluation import RandomAgent, success_rate
 from agents.extractor import SlotSetExtractor
 from agents.state import ObjectStateObservation
 from oc_perception import SlotContrast
-from oc_perception.checkpoint import load_checkpoint, save_checkpoint
+from oc_perception.checkpoint import default_checkpoint, load_checkpoint, save_checkpoint
 from oc_perception.config import CONFIG_DIR
 from oc_perception.config import ConfigError, load_config
 from conftest import tiny_overrides
@@ -149,12 +149,14 @@ def test_state_policy_picks_the_state_agents_extractor(state_policy, extractor, 
 
 
 def test_demo_without_the_bundled_checkpoint_says_how_to_get_it(monkeypatch):
-    def missing(env_id: str) -> Path:
+    def missing(env_id: str, label_free: bool = False) -> Path:
         raise FileNotFoundError(env_id)
 
     monkeypatch.setattr(demo, "default_checkpoint", missing)
     with pytest.raises(SystemExit, match="train it: see docs/checkpoints.md"):
-        demo.main()
+        demo.main([])
+    with pytest.raises(SystemExit, match=r"shapes_label_free.safetensors\), which is missing"):
+        demo.main(["--label-free"])
 
 
 # ---------------------------------------------------------------------------------------------- PPO end to end
@@ -411,14 +413,22 @@ def test_demo_compares_slots_with_pixels_and_reuses_finished_runs(tmp_path, monk
     monkeypatch.setattr(demo, "LOG_DIR", tmp_path)
     monkeypatch.setattr(demo, "load_agent_config", lambda path, overrides=(): load_agent_config(
         path, [*TINY, "eval_episodes=2", *overrides]))
-    demo.main()
+    demo.main([])
     out = capsys.readouterr().out
     last = out.strip().splitlines()[-1]
     slots = json.loads((tmp_path / "slots" / "result.json").read_text())
     pixels = json.loads((tmp_path / "pixels" / "result.json").read_text())
     assert f"slots {slots['success_rate']:.2f}, pixels {pixels['success_rate']:.2f}" in last
+    # --label-free: the slot run of the label-free model in its own folder, the same pixel run.
+    demo.main(["--label-free"])
+    out = capsys.readouterr().out
+    assert "training PPO on slots" in out and "PPO on pixels: read the finished run" in out
+    cfg = demo.load_agent_config(demo.CONFIG, ["obs=slots", f"total_timesteps={demo.BUDGET}"])
+    label_free = default_checkpoint("oc/ShapesOddOneOut-v0", label_free=True)
+    assert ppo.RunResult.load(tmp_path / "slots_label_free", cfg, label_free) is not None
+    assert ppo.RunResult.load(tmp_path / "slots", cfg, None) is not None  # the default run is kept
     monkeypatch.setattr(demo.ppo, "train", lambda *a, **k: pytest.fail("a finished run was trained again"))
-    demo.main()
+    demo.main([])
     assert capsys.readouterr().out.count("read the finished run") == 2
 
 
