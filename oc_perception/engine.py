@@ -129,7 +129,8 @@ class SlotEncoder:
         env_id: the env id that ``checkpoint=None`` looks up.
         first_frame_passes: passes over an episode's first frame (``model.slot_attention.first_frame_passes``):
             with 3 or more the slots settle before the first hand-over to the next frame, and more objects keep
-            the slot of their first frame (docs/wrappers.md#identity). None: the checkpoint's setting (1 in ours, the paper's).
+            the slot of their first frame (docs/wrappers.md#identity). None: the checkpoint's setting (1 in the
+            bundled models, the paper's).
 
     Attributes:
         observation_space: the slot observation space of one stream (see the module docstring).
