@@ -36,9 +36,8 @@ from oc_perception.wrappers import SlotObservation, make
 def measure(env_id: str, checkpoint: str | None, episodes: int, steps: int, seed: int,
             first_frame_passes: int | None = None) -> dict[str, float]:
     model = load_model(checkpoint, env_id=env_id)
-    if first_frame_passes is not None:
-        model.cfg.slot_attention.first_frame_passes = first_frame_passes
-    env = SlotConsistency(make(env_id, wrappers=[partial(SlotObservation, checkpoint=model, include_masks=True)],
+    env = SlotConsistency(make(env_id, wrappers=[partial(SlotObservation, checkpoint=model, include_masks=True,
+                                                         first_frame_passes=first_frame_passes)],
                                max_episode_steps=steps))
     policy = ExplorationPolicy(env, seed=seed)
     kept, objects, switches, second, aris, lengths, frames_kept, first_slot = 0.0, 0, 0, 0, [], [], [], []

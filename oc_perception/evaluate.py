@@ -37,6 +37,7 @@ from oc_perception.data.shards import EmptyDatasetError, ShardError, expand_shar
 from oc_perception.io import OutputPathError, check_outputs
 from oc_perception.metrics import SegmentationMetrics, labels_to_onehot, masks_to_onehot
 from oc_perception.model import SlotContrast
+from oc_perception.model.slotcontrast import check_first_frame_passes
 from oc_perception.signals import LabelFreeSignals
 
 MASK_KEYS = {"decoder": "decoder_masks", "grouping": "grouping_masks"}
@@ -158,9 +159,10 @@ def main(argv: list[str] | None = None) -> None:
         precision = check_precision(args.precision or cfg.trainer.precision, device)
         model = load_model(args.checkpoint, device)
         if args.first_frame_passes is not None:  # an inference setting: the weights do not depend on it
-            if args.first_frame_passes < 1:
-                raise ConfigError(f"--first-frame-passes must be >= 1, got {args.first_frame_passes}")
-            model.cfg.slot_attention.first_frame_passes = args.first_frame_passes
+            try:
+                model.cfg.slot_attention.first_frame_passes = check_first_frame_passes(args.first_frame_passes)
+            except ValueError as e:
+                raise ConfigError(f"--first-frame-passes: {e}") from e
         if args.num_slots is not None:
             try:
                 model.set_num_slots(args.num_slots)
