@@ -1,4 +1,4 @@
-"""Does a visible object keep its slot over an episode? Kept fraction, identity switches and video FG-ARI.
+"""Does a visible object keep its slot over an episode? Kept fraction, identity switches, video FG-ARI and mBO.
 
     python benchmarks/slot_consistency.py [--checkpoint PATH] [--envs oc/ShapesPush-v0 ...] [--episodes 20]
         [--steps 40] [--first-frame-passes N]
@@ -8,7 +8,8 @@ data (objects move and collide), through ``SlotObservation(include_masks=True)``
 "kept" is the fraction of (episode, visible object) pairs whose best-IoU slot never changes, "frames kept" the
 fraction of (object, visible frame) pairs in which the object is in the slot it has most often in its episode,
 "first slot" the fraction of (object, visible frame after its first) pairs in which the object is in the slot of
-its first visible frame, "at 2nd frame" the switches at an object's second visible frame (``oc_perception.consistency.slot_identity_stats``); FG-ARI is over the whole episode's masks. Without
+its first visible frame, "at 2nd frame" the switches at an object's second visible frame
+(``oc_perception.consistency.slot_identity_stats``); FG-ARI and mBO are over the whole episode's masks. Without
 ``--checkpoint`` each env uses its bundled default checkpoint.
 """
 
@@ -40,7 +41,7 @@ def measure(env_id: str, checkpoint: str | None, episodes: int, steps: int, seed
                                                          first_frame_passes=first_frame_passes)],
                                max_episode_steps=steps))
     policy = ExplorationPolicy(env, seed=seed)
-    kept, objects, switches, second, aris, lengths, frames_kept, first_slot = 0.0, 0, 0, 0, [], [], [], []
+    kept, objects, switches, second, aris, mbos, lengths, frames_kept, first_slot = 0.0, 0, 0, 0, [], [], [], [], []
     for episode in tqdm(range(episodes), desc=env_id, leave=False):
         obs, info = env.reset(seed=seed + episode)
         policy.reset()
@@ -58,12 +59,14 @@ def measure(env_id: str, checkpoint: str | None, episodes: int, steps: int, seed
         switches += stats["identity_switches"]
         second += stats["second_frame_switches"]
         aris.append(stats["video_fg_ari"])
+        mbos.append(stats["video_mbo"])
         lengths.append(t + 1)
     env.close()
     return {"kept": kept / max(objects, 1), "frames_kept": float(np.mean(frames_kept)) if frames_kept else float("nan"),
             "first_slot": float(np.mean(first_slot)) if first_slot else float("nan"),
             "switches_per_episode": switches / episodes, "second_frame_switches": second / episodes,
-            "video_fg_ari": float(np.mean(aris)), "mean_length": float(np.mean(lengths))}
+            "video_fg_ari": float(np.mean(aris)), "video_mbo": float(np.nanmean(mbos)) if mbos else float("nan"),
+            "mean_length": float(np.mean(lengths))}
 
 
 def main() -> None:
@@ -81,12 +84,12 @@ def main() -> None:
           f"{args.seed}; checkpoint: {args.checkpoint or 'bundled default'}; first-frame passes: "
           f"{args.first_frame_passes or 'the checkpoint' + chr(39) + 's'}")
     print(f"{'env':<24} {'kept':>6} {'frames kept':>12} {'first slot':>11} {'switches/ep':>12} "
-          f"{'at 2nd frame/ep':>16} {'video FG-ARI':>13} {'mean length':>12}")
+          f"{'at 2nd frame/ep':>16} {'video FG-ARI':>13} {'video mBO':>10} {'mean length':>12}")
     for env_id in args.envs:
         r = measure(env_id, args.checkpoint, args.episodes, args.steps, args.seed, args.first_frame_passes)
         print(f"{env_id:<24} {r['kept']:6.3f} {r['frames_kept']:12.3f} {r['first_slot']:11.3f} "
               f"{r['switches_per_episode']:12.2f} {r['second_frame_switches']:16.2f} {r['video_fg_ari']:13.3f} "
-              f"{r['mean_length']:12.1f}")
+              f"{r['video_mbo']:10.3f} {r['mean_length']:12.1f}")
 
 
 if __name__ == "__main__":

@@ -116,6 +116,11 @@ class LossConfig:
     # Weight of a label-free term that gives the background (pixels of the frame's median colour) to one slot,
     # so object masks fit their objects (model.losses.background_ownership_loss). Pixel targets only.
     background_weight: float = field(default=0.0, metadata=NON_NEGATIVE)
+    # Weight of a label-free term against slot boundaries inside a uniformly coloured region (an object cut in
+    # two by two slots): model.losses.colour_smoothness_loss. Pixel targets only.
+    smoothness_weight: float = field(default=0.0, metadata=NON_NEGATIVE)
+    # ... and, relative to it, against slot boundaries across the floor (object masks spreading onto it).
+    smoothness_floor_weight: float = field(default=0.0, metadata=NON_NEGATIVE)
     # Supervision for users whose simulator gives masks: weight of a loss matching the decoder masks to the
     # training videos' ground-truth segments (background included), Hungarian-matched once per clip. 0 = the
     # unsupervised model of the paper. A model trained with it is not unsupervised: say so where it is used.

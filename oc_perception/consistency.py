@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from oc_perception.metrics import masks_to_labels, video_ari
+from oc_perception.metrics import masks_to_labels, video_ari, video_mbo
 
 __all__ = ["SlotConsistency", "slot_identity_stats"]
 
@@ -40,7 +40,8 @@ def slot_identity_stats(masks: np.ndarray | torch.Tensor,
         reading slot k relies on. ``second_frame_switches``: of the switches, those at an object's second visible
         frame, where the first frame's slots are first handed to the predictor. ``objects``: how many objects
         were visible at some frame.
-        ``video_fg_ari``: FG-ARI over all frames (``oc_perception.metrics.video_ari``).
+        ``video_fg_ari``: FG-ARI over all frames (``oc_perception.metrics.video_ari``); ``video_mbo``: the mean
+        best overlap of the objects over all frames (``oc_perception.metrics.video_mbo``; NaN without objects).
     """
     seg = torch.as_tensor(np.asarray(segmentation)).long()
     masks = torch.as_tensor(np.asarray(masks))
@@ -75,6 +76,7 @@ def slot_identity_stats(masks: np.ndarray | torch.Tensor,
     in_first_slot = sum(int((seq[1:] == seq[0]).sum()) for seq in sequences)
     later_frames = visible_frames - len(sequences)
     ari = video_ari(labels[None], seg[None])[0].item()
+    mbo = video_mbo(labels[None], seg[None])[0].item()
     return {
         "identity_switches": sum(switches),
         "kept_fraction": float(np.mean([s == 0 for s in switches])) if switches else float("nan"),
@@ -83,6 +85,7 @@ def slot_identity_stats(masks: np.ndarray | torch.Tensor,
         "second_frame_switches": sum(int(seq.numel() > 1 and seq[1] != seq[0]) for seq in sequences),
         "objects": len(switches),
         "video_fg_ari": ari,
+        "video_mbo": mbo,
     }
 
 

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from conftest import tiny_overrides
 from oc_perception import SlotContrast
 from oc_perception.config import load_config
-from oc_perception.model.losses import feature_reconstruction_loss
+from oc_perception.model.losses import colour_smoothness_loss, feature_reconstruction_loss
 from oc_perception.model.slot_attention import InvariantSlotAttention, grid_coordinates
 from oc_perception.wrappers import SlotObservation
 
@@ -25,6 +25,8 @@ VARIANTS = {
                            "model.decoder.kind=broadcast", "model.decoder.broadcast_size=4",
                            "model.decoder.conv_channels=[8, 8]"],
     "first_frame_passes": ["model.initializer=random", "model.slot_attention.first_frame_passes=3"],
+    "broadcast_smooth": ["model.initializer=random", "model.decoder.kind=broadcast", "model.decoder.broadcast_size=4",
+                         "model.decoder.conv_channels=[8, 8]", "model.loss.smoothness_weight=1.0"],
     "relative_first_frame_passes": ["model.initializer=random", "model.slot_attention.relative=true",
                                     "model.slot_attention.first_frame_passes=2"],
 }
@@ -179,6 +181,12 @@ def test_bad_options_are_named(extra, match):
         make_model(extra)
 
 
+def test_colour_terms_need_a_pixel_target():
+    cfg = load_config("configs/pretrain/movi_c.yml", tiny_overrides("vit") + ["model.loss.smoothness_weight=1"])
+    with pytest.raises(ValueError, match="smoothness_weight reads the frames' colours: it needs model.encoder.target"):
+        SlotContrast(cfg.model)
+
+
 def test_isa_positions_are_the_attention_statistics():
     torch.manual_seed(0)
     isa = InvariantSlotAttention(dim=8, grid=4)
@@ -215,6 +223,49 @@ def test_foreground_weight_weighs_the_pixels_unlike_the_floor():
     floor_wrong = target.clone()
     floor_wrong[0, 0] = 1.0  # the same error on a floor pixel counts once
     torch.testing.assert_close(feature_reconstruction_loss(floor_wrong, target, 5.0), torch.tensor(1 / 14))
+
+
+def _two_square_scene() -> torch.Tensor:
+    """target [1, 64, 3] on an 8 x 8 grid: a black floor, a red square in rows/cols 1-3, a green one in 5-7."""
+    frame = torch.zeros(8, 8, 3)
+    frame[1:4, 1:4, 0] = 1.0
+    frame[5:8, 5:8, 1] = 1.0
+    return frame.reshape(1, 64, 3)
+
+
+def _masks(owner: torch.Tensor, k: int = 3) -> torch.Tensor:
+    """owner int [8, 8] -> one-hot masks [1, K, 64]."""
+    return F.one_hot(owner.reshape(-1), k).T.float().unsqueeze(0)
+
+
+def test_colour_smoothness_costs_a_cut_inside_an_object_and_nothing_at_its_edges():
+    target = _two_square_scene()
+    whole = torch.zeros(8, 8, dtype=torch.long)
+    whole[1:4, 1:4], whole[5:8, 5:8] = 1, 2  # each square in a slot of its own, the floor in slot 0
+    assert colour_smoothness_loss(_masks(whole), target).item() == pytest.approx(0.0, abs=1e-6)
+    cut = whole.clone()
+    cut[1:4, 3] = 2  # the red square's last column goes to the green square's slot
+    # 6 + 6 foreground same-colour pairs per square; the cut crosses 3 of the 24, each costing 1
+    assert colour_smoothness_loss(_masks(cut), target).item() == pytest.approx(3 / 24, abs=1e-4)
+    floor_cut = whole.clone()
+    floor_cut[:, 4] = 2  # a boundary across the floor costs nothing: the floor is left out
+    assert colour_smoothness_loss(_masks(floor_cut), target).item() == pytest.approx(0.0, abs=1e-6)
+    # ... unless the floor counts: the share of floor-floor pairs (all of one colour) the boundary crosses
+    floor = (target[0, :, 0] + target[0, :, 1] == 0).reshape(8, 8).numpy()
+    owner = floor_cut.numpy()
+    pairs = [(p, q) for p in np.ndindex(8, 8) for q in ((p[0], p[1] + 1), (p[0] + 1, p[1]))
+             if q[0] < 8 and q[1] < 8 and floor[p] and floor[q]]
+    crossed = sum(owner[p] != owner[q] for p, q in pairs)
+    assert crossed == 10
+    assert colour_smoothness_loss(_masks(floor_cut), target, floor_weight=0.5).item() == pytest.approx(
+        0.5 * crossed / len(pairs), abs=1e-4)
+    soft = _masks(whole) * 0.5 + 0.5 / 3  # the same owners, each cell half shared out evenly
+    assert colour_smoothness_loss(soft, target).item() == pytest.approx(0.5, abs=1e-4)  # 1 - (4/9 + 2/36)
+    masks = _masks(cut).requires_grad_()
+    colour_smoothness_loss(masks, target).backward()
+    assert masks.grad[0, :, 1 * 8 + 3].abs().sum() > 0 and masks.grad[0, :, 0].abs().sum() == 0
+    with pytest.raises(ValueError, match="not a square grid"):
+        colour_smoothness_loss(torch.ones(1, 3, 10) / 3, torch.zeros(1, 10, 3))
 
 
 def test_segmentation_loss_matches_segments_to_slots_once_per_clip():

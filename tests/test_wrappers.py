@@ -507,13 +507,19 @@ def test_slot_identity_stats_synthetic():
     labels[:, :4, :4], labels[:, 4:, 4:] = 1, 2
     perfect = slot_identity_stats(labels, seg)
     assert perfect == {"identity_switches": 0, "kept_fraction": 1.0, "frames_kept": 1.0, "first_slot_share": 1.0,
-                       "second_frame_switches": 0, "objects": 2, "video_fg_ari": pytest.approx(1.0)}
+                       "second_frame_switches": 0, "objects": 2, "video_fg_ari": pytest.approx(1.0),
+                       "video_mbo": pytest.approx(1.0)}
     swapped = labels.copy()
     swapped[2:, :4, :4], swapped[2:, 4:, 4:] = 2, 1  # the objects swap slots at frame 2
     stats = slot_identity_stats(swapped, seg)
     assert stats["identity_switches"] == 2 and stats["kept_fraction"] == 0.0 and stats["video_fg_ari"] < 1
     assert stats["frames_kept"] == 0.5  # each object is in "its" slot in 2 of its 4 frames
     assert stats["first_slot_share"] == 1 / 3  # ... and in its first frame's slot in 1 of its 3 later frames
+    # over the video, an object's best slot holds half of it, and as much of the other object: IoU 32 / 96
+    assert stats["video_mbo"] == pytest.approx(1 / 3)
+    grown = labels.copy()
+    grown[:, :4, 4:] = 2  # object 7's slot also takes 16 floor pixels in each frame: IoU 16 / 32
+    assert slot_identity_stats(grown, seg)["video_mbo"] == pytest.approx((1 + 0.5) / 2)
     handed_over = labels.copy()
     handed_over[1:, :4, :4] = 0  # object 3 leaves its first slot after frame 0 and stays in the new one
     stats = slot_identity_stats(handed_over, seg)
@@ -538,7 +544,7 @@ def test_slot_consistency_wrapper(model):
         ended = terminated or truncated
     stats = info["slot_consistency"]
     assert set(stats) == {"identity_switches", "kept_fraction", "frames_kept", "first_slot_share",
-                          "second_frame_switches", "objects", "video_fg_ari"}
+                          "second_frame_switches", "objects", "video_fg_ari", "video_mbo"}
     assert isinstance(stats["identity_switches"], int) and 0 <= stats["kept_fraction"] <= 1
     with pytest.raises(ValueError, match="include_masks=True"):
         SlotConsistency(SlotObservation(TinyImageEnv("rgb_array"), checkpoint=model))

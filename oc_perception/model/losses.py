@@ -61,6 +61,53 @@ def background_ownership_loss(masks: torch.Tensor, target: torch.Tensor, thresho
     return entropy.mean()
 
 
+def colour_smoothness_loss(masks: torch.Tensor, target: torch.Tensor, floor_weight: float = 0.0,
+                           sigma: float = 0.1, threshold: float = 0.1) -> torch.Tensor:
+    """How much the slot masks change between neighbouring foreground cells of the same colour.
+
+    masks [..., K, M] (a distribution over the K slots at each of the M = side * side cells), target
+    [..., M, F] RGB at the same cells (pixels, or patches of F/3 pixels, normalised) -> scalar. For each pair
+    of 4-neighbours that both hold a :func:`foreground_pixels` pixel, the cost is ``1 - <m_p, m_q>``, the chance
+    that the two cells fall to different slots when each draws its slot from its mask, weighted by the colour
+    affinity ``exp(-||c_p - c_q||^2 / (2 sigma^2))`` of the cells' mean colours; the loss is the
+    affinity-weighted mean over those pairs, plus ``floor_weight`` times the same mean over the pairs of floor
+    cells (neither holds a foreground pixel). The cost is 0 only where both cells belong to the same slot
+    outright: a region shared out softly costs as much as one cut in two (a squared difference of the masks
+    would cost neither, and training with it blurred the masks past the objects).
+
+    Reconstruction is as good when two slots share a uniformly coloured object as when one owns it, so
+    label-free training leaves objects cut in two by a slot boundary. A boundary costs nothing here where the
+    colour changes (between objects, or an object and the floor) and costs its length where it does not (across
+    an object's inside). It reads only the frames. The floor term stops object masks from spreading past their
+    objects onto the floor (a halo costs its outline there); it is off by default, as the whole floor falling to
+    one slot before any object is found is how the background term collapsed from the start.
+    """
+    target = target.detach()
+    cells = masks.shape[-1]
+    side = int(round(cells ** 0.5))
+    if side * side != cells:
+        raise ValueError(f"colour smoothness: masks of {cells} cells are not a square grid")
+    fg = foreground_pixels(target, threshold).reshape(*target.shape[:-2], cells, -1).any(-1)  # [..., M]
+    colour = target.reshape(*target.shape[:-2], cells, -1, 3).mean(-2)  # [..., M, 3]
+    grid = lambda x: x.reshape(*x.shape[:-1], side, side)  # noqa: E731  [..., M] -> [..., side, side]
+    m = grid(masks)  # [..., K, side, side]
+    fg = grid(fg)
+    colour = grid(colour.movedim(-1, -2))  # [..., 3, side, side]
+    fg_cost, fg_norm, floor_cost, floor_norm = 0.0, 0.0, 0.0, 0.0
+    for dim in (-1, -2):  # right and down neighbours
+        n = m.shape[dim] - 1
+        change = 1 - (m.narrow(dim, 0, n) * m.narrow(dim, 1, n)).sum(-3)  # [..., side', side'']
+        affinity = torch.exp(-(colour.narrow(dim, 0, n) - colour.narrow(dim, 1, n)).pow(2).sum(-3) / (2 * sigma**2))
+        fa, fb = fg.narrow(dim, 0, n), fg.narrow(dim, 1, n)
+        both_fg, both_floor = (fa & fb).to(masks.dtype) * affinity, (~fa & ~fb).to(masks.dtype) * affinity
+        fg_cost, fg_norm = fg_cost + (both_fg * change).sum(), fg_norm + both_fg.sum()
+        floor_cost, floor_norm = floor_cost + (both_floor * change).sum(), floor_norm + both_floor.sum()
+    loss = fg_cost / (fg_norm + 1e-6)
+    if floor_weight > 0:
+        loss = loss + floor_weight * floor_cost / (floor_norm + 1e-6)
+    return loss
+
+
 def slot_slot_logits(slots: torch.Tensor, temperature: float = 0.1, batch_contrast: bool = True) -> torch.Tensor:
     """Cosine similarities of slots at t and t+1, divided by the temperature.
 

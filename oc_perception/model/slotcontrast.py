@@ -20,8 +20,9 @@ from oc_perception.frames import preprocess_frames, resize_labels
 from oc_perception.model.decoder import BroadcastDecoder, MLPDecoder
 from oc_perception.model.encoder import FeatureMLP, build_encoder
 from oc_perception.model.initializer import RandomSlots, initial_positions
-from oc_perception.model.losses import (background_ownership_loss, feature_reconstruction_loss,
-                                        segmentation_matching_loss, slot_slot_contrastive_loss)
+from oc_perception.model.losses import (background_ownership_loss, colour_smoothness_loss,
+                                        feature_reconstruction_loss, segmentation_matching_loss,
+                                        slot_slot_contrastive_loss)
 from oc_perception.model.predictor import SlotPredictor
 from oc_perception.model.slot_attention import InvariantSlotAttention, SlotAttention
 
@@ -105,6 +106,9 @@ class SlotContrast(nn.Module):
             raise ValueError("model.loss.foreground_weight weighs pixels: it needs model.encoder.target=pixels")
         if cfg.loss.background_weight > 0 and enc.target != "pixels":
             raise ValueError("model.loss.background_weight reads the frames' colours: it needs "
+                             "model.encoder.target=pixels")
+        if cfg.loss.smoothness_weight > 0 and enc.target != "pixels":
+            raise ValueError("model.loss.smoothness_weight reads the frames' colours: it needs "
                              "model.encoder.target=pixels")
         if cfg.initializer == "fixed":
             self.initial_slots = nn.Parameter(torch.randn(1, cfg.num_slots, d) * d**-0.5)
@@ -265,6 +269,10 @@ class SlotContrast(nn.Module):
         if lc.background_weight > 0:
             losses["loss_background"] = background_ownership_loss(out["decoder_masks"], out["target"])
             total = total + lc.background_weight * losses["loss_background"]
+        if lc.smoothness_weight > 0:
+            losses["loss_smooth"] = colour_smoothness_loss(out["decoder_masks"], out["target"],
+                                                           lc.smoothness_floor_weight)
+            total = total + lc.smoothness_weight * losses["loss_smooth"]
         if lc.segmentation_weight > 0 and segmentation is not None:
             # The slot-attention masks are supervised too, with the same matching: a slot that reads its object
             # is what lets the decoder draw it (decoder supervision alone carves the frame into regions).
