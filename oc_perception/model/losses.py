@@ -89,10 +89,9 @@ def colour_smoothness_loss(masks: torch.Tensor, target: torch.Tensor, floor_weig
         raise ValueError(f"colour smoothness: masks of {cells} cells are not a square grid")
     fg = foreground_pixels(target, threshold).reshape(*target.shape[:-2], cells, -1).any(-1)  # [..., M]
     colour = target.reshape(*target.shape[:-2], cells, -1, 3).mean(-2)  # [..., M, 3]
-    grid = lambda x: x.reshape(*x.shape[:-1], side, side)  # noqa: E731  [..., M] -> [..., side, side]
-    m = grid(masks)  # [..., K, side, side]
-    fg = grid(fg)
-    colour = grid(colour.movedim(-1, -2))  # [..., 3, side, side]
+    m = rearrange(masks, "... k (h w) -> ... k h w", h=side)
+    fg = rearrange(fg, "... (h w) -> ... h w", h=side)
+    colour = rearrange(colour, "... (h w) c -> ... c h w", h=side)
     fg_cost, fg_norm, floor_cost, floor_norm = 0.0, 0.0, 0.0, 0.0
     for dim in (-1, -2):  # right and down neighbours
         n = m.shape[dim] - 1
