@@ -20,6 +20,12 @@ def foreground_pixels(target: torch.Tensor, threshold: float = 0.1) -> torch.Ten
     return (pixels - median).abs().amax(-1) > threshold
 
 
+def foreground_cells(target: torch.Tensor, threshold: float = 0.1) -> torch.Tensor:
+    """target [..., M, F] RGB cells (pixels, or patches of F/3 pixels) -> bool [..., M]: the cells that hold a
+    :func:`foreground_pixels` pixel."""
+    return foreground_pixels(target, threshold).reshape(*target.shape[:-1], -1).any(-1)
+
+
 def feature_reconstruction_loss(reconstruction: torch.Tensor, target: torch.Tensor,
                                 foreground_weight: float = 1.0, threshold: float = 0.1) -> torch.Tensor:
     """MSE over all elements; the target (frozen features or pixels) gets no gradient.
@@ -52,8 +58,7 @@ def background_ownership_loss(masks: torch.Tensor, target: torch.Tensor, thresho
     the floor to one slot, which frees the others to fit their objects. It reads only the frames.
     """
     target = target.detach()
-    cells = masks.shape[-1]
-    fg = foreground_pixels(target, threshold).reshape(*target.shape[:-2], cells, -1).any(-1)  # [..., M]
+    fg = foreground_cells(target, threshold)  # [..., M]
     background = (~fg).to(masks.dtype).unsqueeze(-2)  # [..., 1, M]
     count = background.sum(-1)  # [..., 1]
     share = (masks * background).sum(-1) / count.clamp(min=1)  # [..., K]
@@ -87,7 +92,7 @@ def colour_smoothness_loss(masks: torch.Tensor, target: torch.Tensor, floor_weig
     side = int(round(cells ** 0.5))
     if side * side != cells:
         raise ValueError(f"colour smoothness: masks of {cells} cells are not a square grid")
-    fg = foreground_pixels(target, threshold).reshape(*target.shape[:-2], cells, -1).any(-1)  # [..., M]
+    fg = foreground_cells(target, threshold)  # [..., M]
     colour = target.reshape(*target.shape[:-2], cells, -1, 3).mean(-2)  # [..., M, 3]
     m = rearrange(masks, "... k (h w) -> ... k h w", h=side)
     fg = rearrange(fg, "... (h w) -> ... h w", h=side)
