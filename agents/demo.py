@@ -7,15 +7,16 @@ of trained again. Ends with the two success rates beside a random policy's (the 
 TensorBoard logs and a video of one slot-agent episode with the masks overlaid. About 9 minutes on 2 CPU cores
 when both are trained (docs/agents.md).
 
-``--label-free`` takes the slots from the bundled label-free perception model instead (no simulator mask trained
-it; docs/models.md), in ``runs/demo/slots_label_free``; the pixel run is the same.
+The slots come from the env's default perception model, the label-free one (no simulator mask trained it;
+docs/models.md). ``--recipe supervised`` takes them from the supervised model instead, in
+``runs/demo/slots_supervised``; the pixel run is the same.
 """
 
 import argparse
 import sys
 from pathlib import Path
 
-from oc_perception.checkpoint import DEFAULT_CHECKPOINTS, LABEL_FREE_CHECKPOINTS, default_checkpoint
+from oc_perception.checkpoint import RECIPES, default_checkpoint
 from oc_perception.config import CONFIG_DIR
 
 from . import ppo
@@ -29,22 +30,22 @@ BUDGET = 100_000  # env steps per observation type
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m agents.demo", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--label-free", action="store_true",
-                    help="slots from the bundled label-free perception model instead of the supervised default")
+    ap.add_argument("--recipe", choices=list(RECIPES), default="default",
+                    help="which bundled perception model gives the slots (default: the env's default, "
+                         "docs/models.md)")
     args = ap.parse_args(argv)
     env_id = load_agent_config(CONFIG).env_id
-    table = LABEL_FREE_CHECKPOINTS if args.label_free else DEFAULT_CHECKPOINTS
     try:
-        perception = default_checkpoint(env_id, label_free=args.label_free)
+        perception = default_checkpoint(env_id, args.recipe)
     except FileNotFoundError:
         sys.exit(f"error: the demo needs the bundled perception checkpoint of {env_id} (oc_perception/checkpoints/"
-                 f"{table[env_id]}), which is missing; train it: see docs/checkpoints.md")
+                 f"{RECIPES[args.recipe][env_id]}), which is missing; train it: see docs/checkpoints.md")
     results = {}
     for obs in ("slots", "pixels"):
         cfg = load_agent_config(CONFIG, [f"obs={obs}", f"total_timesteps={BUDGET}"])
-        # The default model is the run's default (None); the label-free one is passed and recorded by content.
-        checkpoint = perception if obs == "slots" and args.label_free else None
-        log_dir = LOG_DIR / ("slots_label_free" if checkpoint is not None else obs)
+        # The default model is the run's default (None); another is passed. Both are recorded by content.
+        checkpoint = perception if obs == "slots" and args.recipe != "default" else None
+        log_dir = LOG_DIR / (f"slots_{args.recipe}" if checkpoint is not None else obs)
         result = ppo.RunResult.load(log_dir, cfg, checkpoint)
         if result is None:
             print(f"training PPO on {obs} for {BUDGET:,} env steps -> {log_dir}", flush=True)

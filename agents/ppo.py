@@ -165,9 +165,10 @@ def restore_evaluations(evaluation: EvalCallback, log_dir: Path) -> None:
 def perception_digest(cfg: AgentConfig, checkpoint: str | Path | None) -> str | None:
     """SHA-256 of the perception checkpoint a run uses (the bundled one for slots without ``checkpoint``).
 
-    By content, not path: a retrained model written over the same file is another run.
+    By content, not path: a retrained model written over the same file is another run. None for pixels and
+    states, whose runs do not read a perception model (so ``--checkpoint`` does not set them apart).
     """
-    if checkpoint is None and cfg.obs != "slots":
+    if cfg.obs != "slots":
         return None
     path = Path(checkpoint) if checkpoint is not None else default_checkpoint(cfg.env_id)
     return hashlib.sha256(path.read_bytes()).hexdigest()

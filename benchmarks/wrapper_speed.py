@@ -56,9 +56,10 @@ TINY_CNN = ["model.num_slots=4", "model.slot_dim=32", "model.decoder.hidden_dims
 
 
 def benchmark_model(device: torch.device) -> tuple[SlotContrast, str]:
-    """The bundled Shapes model, else a random-init one of its config (speed does not depend on the weights)."""
+    """The bundled supervised Shapes model (K = 10, 1 first-frame pass: the model of the figures in
+    docs/wrappers.md), else a random-init one of its config (speed does not depend on the weights)."""
     try:
-        path = default_checkpoint(ENV_ID)
+        path = default_checkpoint(ENV_ID, "supervised")
         return load_checkpoint(path, device), f"bundled checkpoint {path}"
     except FileNotFoundError:
         pass

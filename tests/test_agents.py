@@ -149,14 +149,14 @@ def test_state_policy_picks_the_state_agents_extractor(state_policy, extractor, 
 
 
 def test_demo_without_the_bundled_checkpoint_says_how_to_get_it(monkeypatch):
-    def missing(env_id: str, label_free: bool = False) -> Path:
+    def missing(env_id: str, recipe: str = "default") -> Path:
         raise FileNotFoundError(env_id)
 
     monkeypatch.setattr(demo, "default_checkpoint", missing)
-    with pytest.raises(SystemExit, match="train it: see docs/checkpoints.md"):
+    with pytest.raises(SystemExit, match=r"shapes_label_free.safetensors\), which is missing; train it: see docs/"):
         demo.main([])
-    with pytest.raises(SystemExit, match=r"shapes_label_free.safetensors\), which is missing"):
-        demo.main(["--label-free"])
+    with pytest.raises(SystemExit, match=r"checkpoints/shapes.safetensors\), which is missing"):
+        demo.main(["--recipe", "supervised"])
 
 
 # ---------------------------------------------------------------------------------------------- PPO end to end
@@ -419,13 +419,17 @@ def test_demo_compares_slots_with_pixels_and_reuses_finished_runs(tmp_path, monk
     slots = json.loads((tmp_path / "slots" / "result.json").read_text())
     pixels = json.loads((tmp_path / "pixels" / "result.json").read_text())
     assert f"slots {slots['success_rate']:.2f}, pixels {pixels['success_rate']:.2f}" in last
-    # --label-free: the slot run of the label-free model in its own folder, the same pixel run.
-    demo.main(["--label-free"])
+    # --recipe supervised: the slot run of the supervised model in its own folder, the same pixel run.
+    demo.main(["--recipe", "supervised"])
     out = capsys.readouterr().out
     assert "training PPO on slots" in out and "PPO on pixels: read the finished run" in out
     cfg = demo.load_agent_config(demo.CONFIG, ["obs=slots", f"total_timesteps={demo.BUDGET}"])
-    label_free = default_checkpoint("oc/ShapesOddOneOut-v0", label_free=True)
-    assert ppo.RunResult.load(tmp_path / "slots_label_free", cfg, label_free) is not None
+    supervised = default_checkpoint("oc/ShapesOddOneOut-v0", "supervised")
+    assert ppo.RunResult.load(tmp_path / "slots_supervised", cfg, supervised) is not None
+    assert ppo.RunResult.load(tmp_path / "slots_supervised", cfg, None) is None  # the default is the label-free one
+    # A pixel run reads no perception model: any checkpoint finds it.
+    pixels_cfg = demo.load_agent_config(demo.CONFIG, ["obs=pixels", f"total_timesteps={demo.BUDGET}"])
+    assert ppo.RunResult.load(tmp_path / "pixels", pixels_cfg, supervised) is not None
     assert ppo.RunResult.load(tmp_path / "slots", cfg, None) is not None  # the default run is kept
     monkeypatch.setattr(demo.ppo, "train", lambda *a, **k: pytest.fail("a finished run was trained again"))
     demo.main([])

@@ -10,7 +10,8 @@ from safetensors.torch import load_file
 
 from conftest import tiny_overrides
 from oc_perception import SlotContrast
-from oc_perception.checkpoint import (CheckpointError, default_checkpoint, detect_official_config, load_checkpoint,
+from oc_perception.checkpoint import (CHECKPOINT_DIR, DEFAULT_CHECKPOINTS, LABEL_FREE_CHECKPOINTS, SUPERVISED_CHECKPOINTS,
+                                      CheckpointError, default_checkpoint, detect_official_config, load_checkpoint,
                                       load_official, load_training_state, save_checkpoint, save_step_checkpoint)
 from oc_perception.config import load_config
 
@@ -110,16 +111,18 @@ def test_detect_config_unknown_shapes():
                                 "decoder.module.pos_emb": torch.zeros(1, 1, 576, 64)})
 
 
-@pytest.mark.parametrize("env_id, label_free", [("oc/ShapesPush-v0", False), ("oc/PandaPush-v0", False),
-                                                ("oc/ShapesPush-v0", True), ("oc/PandaPush-v0", True)])
-def test_bundled_checkpoints_match_their_configs(env_id, label_free):
+@pytest.mark.parametrize("env_id, recipe", [(e, r) for e in ("oc/ShapesPush-v0", "oc/PandaPush-v0")
+                                            for r in ("supervised", "label_free")])
+def test_bundled_checkpoints_match_their_configs(env_id, recipe):
     # The bundled files are what `configs/pretrain/<name>.yml` trains (docs/checkpoints.md): a config edited
     # without retraining, or a file left out of the package, fails here rather than in a user's env.
-    path = default_checkpoint(env_id, label_free=label_free)
+    path = default_checkpoint(env_id, recipe)
     model = load_checkpoint(path)
-    assert model.cfg == load_config(f"configs/pretrain/{path.stem}.yml").model
-    if label_free:  # no loss read the simulator's masks
-        assert model.cfg.loss.segmentation_weight == 0
+    trained = load_config(f"configs/pretrain/{path.stem}.yml").model
+    # first_frame_passes is an inference setting (the weights do not depend on it): a file may store its own.
+    trained.slot_attention.first_frame_passes = model.cfg.slot_attention.first_frame_passes
+    assert model.cfg == trained
+    assert (model.cfg.loss.segmentation_weight == 0) == (recipe == "label_free")
     frames = torch.randint(0, 256, (1, 2, 64, 64, 3), dtype=torch.uint8)
     with torch.no_grad():
         slots = model(model.preprocess(frames))[0]["slots"]
@@ -130,7 +133,15 @@ def test_default_checkpoint_unknown_env():
     with pytest.raises(KeyError, match="no bundled checkpoint for 'CartPole-v1'"):
         default_checkpoint("CartPole-v1")
     with pytest.raises(KeyError, match="no bundled label-free checkpoint for 'CartPole-v1'; bundled: oc/Shapes"):
-        default_checkpoint("CartPole-v1", label_free=True)
+        default_checkpoint("CartPole-v1", "label_free")
+    with pytest.raises(ValueError, match="unknown recipe 'labelfree'; choose one of default, label_free, supervised"):
+        default_checkpoint("oc/ShapesPush-v0", "labelfree")
+
+
+def test_each_default_is_a_bundled_model_of_its_env():
+    for env_id, name in DEFAULT_CHECKPOINTS.items():
+        assert name in (SUPERVISED_CHECKPOINTS[env_id], LABEL_FREE_CHECKPOINTS[env_id])
+        assert default_checkpoint(env_id) == CHECKPOINT_DIR / name
 
 
 def test_step_checkpoints_keep_the_newest(tmp_path):

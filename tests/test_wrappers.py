@@ -534,6 +534,32 @@ def test_slot_identity_stats_synthetic():
     assert slot_identity_stats(soft, seg)["identity_switches"] == 0
 
 
+def test_switch_causes_splits_frames_by_contact_and_hiding():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from switch_causes import frame_records
+
+    t = 4
+    seg = torch.zeros(t, 8, 8, dtype=torch.long)
+    seg[:, 0:2, 0:2] = 1  # object 1, far from object 2 in frames 0-1
+    seg[:, 5:8, 5:8] = 2
+    seg[2:, 0:2, 0:2] = 0
+    seg[2:, 3:5, 3:5] = 1  # frames 2-3: object 1 touches object 2 ...
+    seg[3, 3:5, 3] = 0  # ... and is half hidden in frame 3
+    labels = torch.zeros_like(seg)
+    labels[seg == 1], labels[seg == 2] = 1, 2
+    labels[3][seg[3] == 1] = 2  # frame 3: the neighbour's slot takes object 1
+    records = frame_records(labels, seg)
+    assert len(records) == 2 * (t - 1)
+    one = [r for r in records if r["area"] in (4.0, 2.0)][:3]  # object 1's frames 1-3 (area 4, 4, 2)
+    assert [r["touching"] for r in one] == [0.0, 1.0, 1.0]
+    assert [r["hidden"] for r in one] == [0.0, 0.0, 1.0]
+    assert [r["out"] for r in one] == [0.0, 0.0, 1.0] and one[2]["in_neighbour_slot"] == 1.0
+    assert sum(r["out"] for r in records) == 1  # object 2 keeps its slot throughout
+
+
 def test_slot_consistency_wrapper(model):
     env = SlotConsistency(SlotObservation(TinyImageEnv("rgb_array", max_len=3), checkpoint=model,
                                           include_masks=True))
