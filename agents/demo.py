@@ -4,8 +4,8 @@ Trains ``configs/agents/oddoneout_slots.yml`` twice for ``BUDGET`` env steps, on
 perception checkpoint) and once on pixels (SB3's ``CnnPolicy``), in ``runs/demo/<obs>``; a run whose
 ``result.json`` was made with the same config (and, for slots, the same checkpoint by content) is read instead
 of trained again. Ends with the two success rates beside a random policy's (the same 50 seeded episodes), the
-TensorBoard logs and a video of one slot-agent episode with the masks overlaid. About 9 minutes on 2 CPU cores
-when both are trained (docs/agents.md).
+TensorBoard logs and a video of one slot-agent episode with the masks overlaid. About 6 minutes on 2 idle CPU
+cores when both are trained (docs/agents.md).
 
 The slots come from the env's default perception model, the label-free one (no simulator mask trained it;
 docs/models.md). ``--recipe supervised`` takes them from the supervised model instead, in
