@@ -444,12 +444,16 @@ def test_ctrl_c_in_training_saves_the_last_whole_step_and_resumes_exactly(data_d
     from oc_perception.trainer import deferred_interrupts
 
     done = []
-    with pytest.raises(KeyboardInterrupt):  # an update is applied whole: Ctrl-C takes effect after it
-        with deferred_interrupts():
-            # raise_signal, not os.kill: the signal goes to this (the main) thread, so it is handled inside the
-            # block; os.kill may hand it to another thread of the process and the handler run after the block.
-            signal.raise_signal(signal.SIGINT)
-            done.append("the rest of the update")
+    # Python's own Ctrl-C handler, whatever this process inherited: a shell starts background jobs (`make test &`)
+    # with SIGINT ignored, and an ignored Ctrl-C rightly stays ignored after the block.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):  # an update is applied whole: Ctrl-C takes effect after it
+            with deferred_interrupts():
+                signal.raise_signal(signal.SIGINT)  # to this thread, so it is handled inside the block
+                done.append("the rest of the update")
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert done == ["the rest of the update"]
 
     train_main(train_argv(data_dir, tmp_path / "straight", steps=4))
