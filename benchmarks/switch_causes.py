@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import envs  # noqa: F401  (registers the oc/ ids)
 from envs.policies import ExplorationPolicy
 from oc_perception.checkpoint import load_model
+from oc_perception.consistency import best_iou_slots
 from oc_perception.metrics import masks_to_labels
 from oc_perception.wrappers import SlotObservation, make
 
@@ -46,31 +47,26 @@ def frame_records(labels: torch.Tensor, seg: torch.Tensor) -> list[dict[str, flo
     labels: slot per pixel [T, H, W]; seg: object id per pixel [T, H, W], 0 = background.
     """
     num_slots = int(labels.max()) + 1
-    slot_onehot = F.one_hot(labels, num_slots).bool()  # [T, H, W, K]
+    object_ids, best, visible = best_iou_slots(labels, seg)  # [O], [T, O], [T, O]
     records = []
-    for o in seg.unique().tolist():
-        if o == 0:
+    for o, object_id in enumerate(object_ids.tolist()):
+        frames = torch.nonzero(visible[:, o]).flatten().tolist()
+        if len(frames) < 2:
             continue
-        obj = seg == o  # [T, H, W]
+        obj = seg == object_id  # [T, H, W]
         area = obj.flatten(1).sum(1)  # [T]
-        visible = torch.nonzero(area > 0).flatten().tolist()
-        if len(visible) < 2:
-            continue
-        inter = (obj[..., None] & slot_onehot).flatten(1, 2).sum(1).double()  # [T, K]
-        union = area[:, None] + slot_onehot.flatten(1, 2).sum(1) - inter
-        best = (inter / union.clamp(min=1)).argmax(-1)  # [T]
         others = (seg > 0) & ~obj
         near = F.max_pool2d(obj[:, None].float(), 2 * TOUCH_PIXELS + 1, 1, TOUCH_PIXELS)[:, 0] > 0
-        median_area = float(area[visible].double().median())
-        first = int(best[visible[0]])
-        for t in visible[1:]:
+        median_area = float(area[frames].double().median())
+        first = int(best[frames[0], o])
+        for t in frames[1:]:
             touching_ids = seg[t][near[t] & others[t]].unique()
             neighbour_slots = set()
             for n in touching_ids.tolist():  # the slot holding most of each touching object's pixels
                 neighbour_slots.add(int(torch.bincount(labels[t][seg[t] == n], minlength=num_slots).argmax()))
-            records.append({"out": float(best[t] != first), "touching": float(touching_ids.numel() > 0),
+            records.append({"out": float(best[t, o] != first), "touching": float(touching_ids.numel() > 0),
                             "hidden": float(area[t] < HIDDEN_FRACTION * median_area), "area": float(area[t]),
-                            "in_neighbour_slot": float(int(best[t]) in neighbour_slots)})
+                            "in_neighbour_slot": float(int(best[t, o]) in neighbour_slots)})
     return records
 
 

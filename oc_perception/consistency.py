@@ -16,7 +16,31 @@ from gymnasium import spaces
 
 from oc_perception.metrics import masks_to_labels, video_ari, video_mbo
 
-__all__ = ["SlotConsistency", "slot_identity_stats"]
+__all__ = ["SlotConsistency", "best_iou_slots", "slot_identity_stats"]
+
+
+def best_iou_slots(labels: torch.Tensor, seg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Each object's slot in each frame: the slot whose pixels overlap the object's with the highest IoU.
+
+    labels: slot per pixel, int ``[T, H, W]``; seg: object id per pixel, int ``[T, H, W]``, 0 = background.
+    Returns ``(object_ids [O], slot [T, O], visible [T, O])``: the nonzero ids of ``seg`` in ascending order,
+    the best-IoU slot of object ``object_ids[o]`` in frame t, and whether it has a pixel there (where it does
+    not, its slot is meaningless).
+    """
+    t = seg.shape[0]
+    ids, objects = torch.unique(seg, return_inverse=True)  # objects: [T, H, W] in 0..O (0 = background if present)
+    if ids[0] != 0:  # no background pixel anywhere: keep index 0 for the background
+        objects = objects + 1
+    else:
+        ids = ids[1:]
+    num_objects, num_slots = int(objects.max()), int(labels.max()) + 1
+    # Per frame: contingency [T, O + 1, K] of object x slot pixel counts.
+    flat = (torch.arange(t).view(t, 1, 1) * (num_objects + 1) + objects) * num_slots + labels
+    counts = torch.bincount(flat.reshape(-1), minlength=t * (num_objects + 1) * num_slots)
+    counts = counts.reshape(t, num_objects + 1, num_slots).double()
+    inter = counts[:, 1:]  # [T, O, K]
+    union = inter.sum(-1, keepdim=True) + counts.sum(1, keepdim=True) - inter
+    return ids, (inter / union.clamp(min=1)).argmax(-1), inter.sum(-1) > 0
 
 
 def slot_identity_stats(masks: np.ndarray | torch.Tensor,
@@ -56,20 +80,8 @@ def slot_identity_stats(masks: np.ndarray | torch.Tensor,
     if labels.shape != seg.shape or labels.shape[0] == 0:
         raise ValueError(f"slot labels {tuple(labels.shape)} and segmentation {tuple(seg.shape)} must both be "
                          "[T, H, W] with T >= 1")
-    t = seg.shape[0]
-    ids, objects = torch.unique(seg, return_inverse=True)  # objects: [T, H, W] in 0..O (0 = background if present)
-    if ids[0] != 0:  # no background pixel anywhere: keep index 0 for the background
-        objects = objects + 1
-    num_objects, num_slots = int(objects.max()), int(labels.max()) + 1
-    # Per frame: contingency [T, O + 1, K] of object x slot pixel counts.
-    flat = (torch.arange(t).view(t, 1, 1) * (num_objects + 1) + objects) * num_slots + labels
-    counts = torch.bincount(flat.reshape(-1), minlength=t * (num_objects + 1) * num_slots)
-    counts = counts.reshape(t, num_objects + 1, num_slots).double()
-    inter = counts[:, 1:]  # [T, O, K]
-    union = inter.sum(-1, keepdim=True) + counts.sum(1, keepdim=True) - inter
-    assigned = (inter / union.clamp(min=1)).argmax(-1)  # [T, O]
-    visible = inter.sum(-1) > 0  # [T, O]
-    sequences = [seq for seq in (assigned[visible[:, o], o] for o in range(num_objects)) if seq.numel()]
+    _, assigned, visible = best_iou_slots(labels, seg)
+    sequences = [seq for seq in (assigned[visible[:, o], o] for o in range(assigned.shape[1])) if seq.numel()]
     switches = [int((seq[1:] != seq[:-1]).sum()) for seq in sequences]
     in_own_slot = sum(int((seq == seq.mode().values).sum()) for seq in sequences)
     visible_frames = sum(seq.numel() for seq in sequences)

@@ -23,7 +23,7 @@ import oc_perception.wrappers as wrappers_module
 from oc_perception import SlotContrast
 from oc_perception.checkpoint import default_checkpoint, load_checkpoint, save_checkpoint
 from oc_perception.config import load_config
-from oc_perception.consistency import SlotConsistency, slot_identity_stats
+from oc_perception.consistency import SlotConsistency, best_iou_slots, slot_identity_stats
 from oc_perception.sb3 import VecSlotObservation
 from oc_perception.wrappers import SlotObservation, VectorSlotObservation, make
 from conftest import tiny_overrides
@@ -505,6 +505,8 @@ def test_slot_identity_stats_synthetic():
     seg[:, :4, :4], seg[:, 4:, 4:] = 3, 7  # two objects, sparse ids
     labels = np.zeros_like(seg)
     labels[:, :4, :4], labels[:, 4:, 4:] = 1, 2
+    ids, slots, visible = best_iou_slots(torch.as_tensor(labels), torch.as_tensor(seg))
+    assert ids.tolist() == [3, 7] and slots.tolist() == [[1, 2]] * 4 and bool(visible.all())
     perfect = slot_identity_stats(labels, seg)
     assert perfect == {"identity_switches": 0, "kept_fraction": 1.0, "frames_kept": 1.0, "first_slot_share": 1.0,
                        "second_frame_switches": 0, "objects": 2, "video_fg_ari": pytest.approx(1.0),
