@@ -121,6 +121,10 @@ class LossConfig:
     smoothness_weight: float = field(default=0.0, metadata=NON_NEGATIVE)
     # ... and, relative to it, against slot boundaries across the floor (object masks spreading onto it).
     smoothness_floor_weight: float = field(default=0.0, metadata=NON_NEGATIVE)
+    # Weight of a label-free term against a slot change from one frame to the next on foreground cells that
+    # keep their colour (slots trading objects, an object's pixels going over to a touching object's slot):
+    # model.losses.temporal_consistency_loss. Pixel targets only.
+    temporal_weight: float = field(default=0.0, metadata=NON_NEGATIVE)
     # Supervision for users whose simulator gives masks: weight of a loss matching the decoder masks to the
     # training videos' ground-truth segments (background included), Hungarian-matched once per clip. 0 = the
     # unsupervised model of the paper. A model trained with it is not unsupervised: say so where it is used.

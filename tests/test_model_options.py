@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from conftest import tiny_overrides
 from oc_perception import SlotContrast
 from oc_perception.config import load_config
-from oc_perception.model.losses import colour_smoothness_loss, feature_reconstruction_loss
+from oc_perception.model.losses import (colour_smoothness_loss, feature_reconstruction_loss,
+                                        temporal_consistency_loss)
 from oc_perception.model.slot_attention import InvariantSlotAttention, grid_coordinates
 from oc_perception.wrappers import SlotObservation
 
@@ -25,8 +26,9 @@ VARIANTS = {
                            "model.decoder.kind=broadcast", "model.decoder.broadcast_size=4",
                            "model.decoder.conv_channels=[8, 8]"],
     "first_frame_passes": ["model.initializer=random", "model.slot_attention.first_frame_passes=3"],
-    "broadcast_smooth": ["model.initializer=random", "model.decoder.kind=broadcast", "model.decoder.broadcast_size=4",
-                         "model.decoder.conv_channels=[8, 8]", "model.loss.smoothness_weight=1.0"],
+    "broadcast_colour_terms": ["model.initializer=random", "model.decoder.kind=broadcast",
+                               "model.decoder.broadcast_size=4", "model.decoder.conv_channels=[8, 8]",
+                               "model.loss.smoothness_weight=1.0", "model.loss.temporal_weight=1.0"],
     "relative_first_frame_passes": ["model.initializer=random", "model.slot_attention.relative=true",
                                     "model.slot_attention.first_frame_passes=2"],
 }
@@ -110,7 +112,11 @@ def test_every_variant_trains(variant):
     model = variant.train()
     try:
         out, _ = model(random_video(model))
-        model.loss(out)["loss_total"].backward()
+        losses = model.loss(out)
+        lc = model.cfg.loss
+        for key, weight in (("loss_smooth", lc.smoothness_weight), ("loss_temporal", lc.temporal_weight)):
+            assert (key in losses) == (weight > 0) and (weight == 0 or torch.isfinite(losses[key]))
+        losses["loss_total"].backward()
         grads = {n: p.grad for n, p in model.named_parameters()}
         missing = [n for n, g in grads.items() if g is None or not torch.isfinite(g).all()]
         assert not missing, f"no finite gradient for {missing}"
@@ -181,9 +187,10 @@ def test_bad_options_are_named(extra, match):
         make_model(extra)
 
 
-def test_colour_terms_need_a_pixel_target():
-    cfg = load_config("configs/pretrain/movi_c.yml", tiny_overrides("vit") + ["model.loss.smoothness_weight=1"])
-    with pytest.raises(ValueError, match="smoothness_weight reads the frames' colours: it needs model.encoder.target"):
+@pytest.mark.parametrize("term", ["smoothness_weight", "temporal_weight"])
+def test_colour_terms_need_a_pixel_target(term):
+    cfg = load_config("configs/pretrain/movi_c.yml", tiny_overrides("vit") + [f"model.loss.{term}=1"])
+    with pytest.raises(ValueError, match=f"{term} reads the frames' colours: it needs model.encoder.target"):
         SlotContrast(cfg.model)
 
 
@@ -266,6 +273,36 @@ def test_colour_smoothness_costs_a_cut_inside_an_object_and_nothing_at_its_edges
     assert masks.grad[0, :, 1 * 8 + 3].abs().sum() > 0 and masks.grad[0, :, 0].abs().sum() == 0
     with pytest.raises(ValueError, match="not a square grid"):
         colour_smoothness_loss(torch.ones(1, 3, 10) / 3, torch.zeros(1, 10, 3))
+
+
+def test_temporal_consistency_costs_a_slot_change_where_the_colour_stays():
+    frame = _two_square_scene()  # [1, 64, 3]
+    owner = torch.zeros(8, 8, dtype=torch.long)
+    owner[1:4, 1:4], owner[5:8, 5:8] = 1, 2
+    clip = torch.stack([frame, frame], 1)  # [1, 2, 64, 3]: nothing moves
+    kept = torch.stack([_masks(owner), _masks(owner)], 1)  # [1, 2, K, 64]
+    assert temporal_consistency_loss(kept, clip).item() == pytest.approx(0.0, abs=1e-6)
+    swapped = owner.clone()
+    swapped[1:4, 1:4], swapped[5:8, 5:8] = 2, 1  # the two squares trade slots
+    traded = torch.stack([_masks(owner), _masks(swapped)], 1)
+    assert temporal_consistency_loss(traded, clip).item() == pytest.approx(1.0, abs=1e-4)
+    half = owner.clone()
+    half[1:4, 3] = 2  # 3 of the 18 foreground cells go over to the other square's slot
+    assert temporal_consistency_loss(torch.stack([_masks(owner), _masks(half)], 1), clip).item() == pytest.approx(
+        3 / 18, abs=1e-4)
+    floor = owner.clone()
+    floor[0, :] = 2  # the floor changing slot costs nothing: only foreground cells count
+    assert temporal_consistency_loss(torch.stack([_masks(owner), _masks(floor)], 1), clip).item() == pytest.approx(
+        0.0, abs=1e-6)
+    moved = torch.zeros(8, 8, 3)
+    moved[1:4, 1:4, 1] = 1.0  # green now where red was, red where green was: every cell changes colour
+    moved[5:8, 5:8, 0] = 1.0
+    moved_clip = torch.stack([frame, moved.reshape(1, 64, 3)], 1)
+    assert temporal_consistency_loss(traded, moved_clip).item() == pytest.approx(0.0, abs=1e-4)
+    assert temporal_consistency_loss(kept[:, :1], clip[:, :1]).item() == 0.0  # one frame: no transition
+    masks = traded.clone().requires_grad_()
+    temporal_consistency_loss(masks, clip).backward()
+    assert masks.grad[0, 1, :, 1 * 8 + 1].abs().sum() > 0 and masks.grad[0, 1, :, 0].abs().sum() == 0
 
 
 def test_segmentation_loss_matches_segments_to_slots_once_per_clip():

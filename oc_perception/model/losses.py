@@ -112,6 +112,34 @@ def colour_smoothness_loss(masks: torch.Tensor, target: torch.Tensor, floor_weig
     return loss
 
 
+def temporal_consistency_loss(masks: torch.Tensor, target: torch.Tensor, sigma: float = 0.1,
+                              threshold: float = 0.1) -> torch.Tensor:
+    """How much the slot masks change from one frame to the next on foreground cells whose colour stays.
+
+    masks [B, T, K, M] (a distribution over the K slots at each of the M cells of every frame), target
+    [B, T, M, F] RGB at the same cells (pixels, or patches of F/3 pixels, normalised) -> scalar; 0 for T = 1.
+    For each cell that holds a :func:`foreground_pixels` pixel in frames t and t+1, the cost is
+    ``1 - <m_t, m_t+1>``, the chance that the cell falls to different slots in the two frames, weighted by the
+    colour affinity ``exp(-||c_t - c_t+1||^2 / (2 sigma^2))`` of its mean colours; the loss is the
+    affinity-weighted mean over those cells.
+
+    Reconstruction is as good with an object's slot handed to another slot between two frames as without, so
+    nothing in label-free training keeps an object in its slot: the slots can trade objects, and the pixels of
+    a small object touching a large one can go over to the large one's slot. Where an object moves, its cells
+    change colour and cost nothing; where a cell keeps its colour, it is (almost always) the same object, and a
+    change of slot there costs. It reads only the frames.
+    """
+    if masks.shape[1] < 2:
+        return masks.new_zeros(())
+    target = target.detach()
+    fg = foreground_cells(target, threshold)  # [B, T, M]
+    colour = target.reshape(*target.shape[:-1], -1, 3).mean(-2)  # [B, T, M, 3]
+    change = 1 - (masks[:, :-1] * masks[:, 1:]).sum(-2)  # [B, T-1, M]
+    affinity = torch.exp(-(colour[:, :-1] - colour[:, 1:]).pow(2).sum(-1) / (2 * sigma**2))
+    weight = (fg[:, :-1] & fg[:, 1:]).to(masks.dtype) * affinity
+    return (weight * change).sum() / (weight.sum() + 1e-6)
+
+
 def slot_slot_logits(slots: torch.Tensor, temperature: float = 0.1, batch_contrast: bool = True) -> torch.Tensor:
     """Cosine similarities of slots at t and t+1, divided by the temperature.
 

@@ -22,7 +22,7 @@ from oc_perception.model.encoder import FeatureMLP, build_encoder
 from oc_perception.model.initializer import RandomSlots, initial_positions
 from oc_perception.model.losses import (background_ownership_loss, colour_smoothness_loss,
                                         feature_reconstruction_loss, segmentation_matching_loss,
-                                        slot_slot_contrastive_loss)
+                                        slot_slot_contrastive_loss, temporal_consistency_loss)
 from oc_perception.model.predictor import SlotPredictor
 from oc_perception.model.slot_attention import InvariantSlotAttention, SlotAttention
 
@@ -109,6 +109,9 @@ class SlotContrast(nn.Module):
                              "model.encoder.target=pixels")
         if cfg.loss.smoothness_weight > 0 and enc.target != "pixels":
             raise ValueError("model.loss.smoothness_weight reads the frames' colours: it needs "
+                             "model.encoder.target=pixels")
+        if cfg.loss.temporal_weight > 0 and enc.target != "pixels":
+            raise ValueError("model.loss.temporal_weight reads the frames' colours: it needs "
                              "model.encoder.target=pixels")
         if cfg.initializer == "fixed":
             self.initial_slots = nn.Parameter(torch.randn(1, cfg.num_slots, d) * d**-0.5)
@@ -273,6 +276,9 @@ class SlotContrast(nn.Module):
             losses["loss_smooth"] = colour_smoothness_loss(out["decoder_masks"], out["target"],
                                                            lc.smoothness_floor_weight)
             total = total + lc.smoothness_weight * losses["loss_smooth"]
+        if lc.temporal_weight > 0:
+            losses["loss_temporal"] = temporal_consistency_loss(out["decoder_masks"], out["target"])
+            total = total + lc.temporal_weight * losses["loss_temporal"]
         if lc.segmentation_weight > 0 and segmentation is not None:
             # The slot-attention masks are supervised too, with the same matching: a slot that reads its object
             # is what lets the decoder draw it (decoder supervision alone carves the frame into regions).
