@@ -187,7 +187,7 @@ def test_bad_options_are_named(extra, match):
         make_model(extra)
 
 
-@pytest.mark.parametrize("term", ["smoothness_weight", "temporal_weight"])
+@pytest.mark.parametrize("term", ["background_weight", "smoothness_weight", "temporal_weight"])
 def test_colour_terms_need_a_pixel_target(term):
     cfg = load_config("configs/pretrain/movi_c.yml", tiny_overrides("vit") + [f"model.loss.{term}=1"])
     with pytest.raises(ValueError, match=f"{term} reads the frames' colours: it needs model.encoder.target"):

@@ -104,15 +104,9 @@ class SlotContrast(nn.Module):
             raise ValueError("model.decoder.kind=broadcast renders RGB: it needs model.encoder.target=pixels")
         if cfg.loss.foreground_weight != 1.0 and enc.target != "pixels":
             raise ValueError("model.loss.foreground_weight weighs pixels: it needs model.encoder.target=pixels")
-        if cfg.loss.background_weight > 0 and enc.target != "pixels":
-            raise ValueError("model.loss.background_weight reads the frames' colours: it needs "
-                             "model.encoder.target=pixels")
-        if cfg.loss.smoothness_weight > 0 and enc.target != "pixels":
-            raise ValueError("model.loss.smoothness_weight reads the frames' colours: it needs "
-                             "model.encoder.target=pixels")
-        if cfg.loss.temporal_weight > 0 and enc.target != "pixels":
-            raise ValueError("model.loss.temporal_weight reads the frames' colours: it needs "
-                             "model.encoder.target=pixels")
+        for term in ("background_weight", "smoothness_weight", "temporal_weight"):
+            if getattr(cfg.loss, term) > 0 and enc.target != "pixels":
+                raise ValueError(f"model.loss.{term} reads the frames' colours: it needs model.encoder.target=pixels")
         if cfg.initializer == "fixed":
             self.initial_slots = nn.Parameter(torch.randn(1, cfg.num_slots, d) * d**-0.5)
         else:
