@@ -1,16 +1,16 @@
 """Does a visible object keep its slot over an episode? Kept fraction, identity switches, video FG-ARI and mBO.
 
     python benchmarks/slot_consistency.py [--checkpoint PATH] [--envs oc/ShapesPush-v0 ...] [--episodes 20]
-        [--steps 40] [--first-frame-passes N]
+        [--steps 40] [--first-frame-passes N] [--dormant-below PATCHES]
 
 Plays ``--episodes`` episodes of ``--steps`` steps per env with the exploration policy that made the training
 data (objects move and collide), through ``SlotObservation(include_masks=True)`` and ``SlotConsistency``.
 "kept" is the fraction of (episode, visible object) pairs whose best-IoU slot never changes, "frames kept" the
 fraction of (object, visible frame) pairs in which the object is in the slot it has most often in its episode,
-"first slot" the fraction of (object, visible frame after its first) pairs in which the object is in the slot of
-its first visible frame, "at 2nd frame" the switches at an object's second visible frame
-(``oc_perception.consistency.slot_identity_stats``); FG-ARI and mBO are over the whole episode's masks. Without
-``--checkpoint`` each env uses its bundled default checkpoint.
+"first slot" the mean over episodes of the fraction of (object, visible frame after its first) pairs in which the
+object is in the slot of its first visible frame ("first slot s.e." its standard error over the episodes), "at 2nd
+frame" the switches at an object's second visible frame (``oc_perception.consistency.slot_identity_stats``); FG-ARI
+and mBO are over the whole episode's masks. Without ``--checkpoint`` each env uses its bundled default checkpoint.
 """
 
 from __future__ import annotations
@@ -35,8 +35,10 @@ from oc_perception.wrappers import SlotObservation, make
 
 
 def measure(env_id: str, checkpoint: str | None, episodes: int, steps: int, seed: int,
-            first_frame_passes: int | None = None) -> dict[str, float]:
+            first_frame_passes: int | None = None, dormant_below: float | None = None) -> dict[str, float]:
     model = load_model(checkpoint, env_id=env_id)
+    if dormant_below is not None:
+        model.cfg.slot_attention.dormant_below = dormant_below
     env = SlotConsistency(make(env_id, wrappers=[partial(SlotObservation, checkpoint=model, include_masks=True,
                                                          first_frame_passes=first_frame_passes)],
                                max_episode_steps=steps))
@@ -64,6 +66,10 @@ def measure(env_id: str, checkpoint: str | None, episodes: int, steps: int, seed
     env.close()
     return {"kept": kept / max(objects, 1), "frames_kept": float(np.mean(frames_kept)) if frames_kept else float("nan"),
             "first_slot": float(np.mean(first_slot)) if first_slot else float("nan"),
+            # the share is a mean over episodes: its standard error says how far two models' shares can differ
+            # by the draw of episodes alone
+            "first_slot_se": float(np.std(first_slot, ddof=1) / np.sqrt(len(first_slot))) if len(first_slot) > 1
+            else float("nan"),
             "switches_per_episode": switches / episodes, "second_frame_switches": second / episodes,
             "video_fg_ari": float(np.mean(aris)), "video_mbo": float(np.nanmean(mbos)) if mbos else float("nan"),
             "mean_length": float(np.mean(lengths))}
@@ -79,17 +85,21 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=10_000)
     parser.add_argument("--first-frame-passes", type=int, default=None,
                         help="passes over each episode's first frame (default: the checkpoint's)")
+    parser.add_argument("--dormant-below", type=float, default=None,
+                        help="model.slot_attention.dormant_below, in input patches (default: the checkpoint's)")
     args = parser.parse_args()
     print(f"{args.episodes} episodes of up to {args.steps} steps per env, exploration policy, seeds from "
           f"{args.seed}; checkpoint: {args.checkpoint or 'bundled default'}; first-frame passes: "
-          f"{args.first_frame_passes or 'the checkpoint' + chr(39) + 's'}")
+          f"{args.first_frame_passes or 'the checkpoint' + chr(39) + 's'}; dormant below: "
+          f"{'the checkpoint' + chr(39) + 's' if args.dormant_below is None else args.dormant_below}")
     print(f"{'env':<24} {'kept':>6} {'frames kept':>12} {'first slot':>11} {'switches/ep':>12} "
-          f"{'at 2nd frame/ep':>16} {'video FG-ARI':>13} {'video mBO':>10} {'mean length':>12}")
+          f"{'at 2nd frame/ep':>16} {'video FG-ARI':>13} {'video mBO':>10} {'mean length':>12} {'first slot s.e.':>16}")
     for env_id in args.envs:
-        r = measure(env_id, args.checkpoint, args.episodes, args.steps, args.seed, args.first_frame_passes)
+        r = measure(env_id, args.checkpoint, args.episodes, args.steps, args.seed, args.first_frame_passes,
+                    args.dormant_below)
         print(f"{env_id:<24} {r['kept']:6.3f} {r['frames_kept']:12.3f} {r['first_slot']:11.3f} "
               f"{r['switches_per_episode']:12.2f} {r['second_frame_switches']:16.2f} {r['video_fg_ari']:13.3f} "
-              f"{r['video_mbo']:10.3f} {r['mean_length']:12.1f}")
+              f"{r['video_mbo']:10.3f} {r['mean_length']:12.1f} {r['first_slot_se']:16.3f}")
 
 
 if __name__ == "__main__":

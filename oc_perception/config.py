@@ -75,6 +75,11 @@ class SlotAttentionConfig:
     # the first real hand-over to the predictor, where most objects that change slot did (docs/checkpoints.md).
     # 1 = the paper.
     first_frame_passes: int = field(default=1, metadata=POSITIVE)
+    # A slot whose attention covers fewer than this many input patches in a frame (its object is hidden or has
+    # left the view) goes dormant: it keeps the state it started the frame with instead of the predictor's
+    # output, so it is not pulled onto another object and can take its own back when it reappears. Works on any
+    # trained model (docs/checkpoints.md). 0 = off, the paper.
+    dormant_below: float = field(default=0.0, metadata=NON_NEGATIVE)
     mlp_hidden_mult: int = 4
     eps: float = 1e-8
     # Invariant Slot Attention (Biza et al., 2023): slots carry a position and scale, keys/values and the

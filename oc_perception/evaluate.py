@@ -141,6 +141,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--first-frame-passes", type=int, default=None,
                     help="passes over each video's first frame (model.slot_attention.first_frame_passes; default: "
                          "the checkpoint's)")
+    ap.add_argument("--dormant-below", type=float, default=None,
+                    help="a slot holding fewer input patches than this in a frame keeps its state "
+                         "(model.slot_attention.dormant_below; default: the checkpoint's)")
     ap.add_argument("--num-slots", type=int, default=None,
                     help="slots per video, for models with random initial slots (default: the checkpoint's)")
     ap.add_argument("--out", type=Path, default=None, help="also write the results as JSON")
@@ -163,6 +166,10 @@ def main(argv: list[str] | None = None) -> None:
                 model.cfg.slot_attention.first_frame_passes = check_first_frame_passes(args.first_frame_passes)
             except ValueError as e:
                 raise ConfigError(f"--first-frame-passes: {e}") from e
+        if args.dormant_below is not None:
+            if not args.dormant_below >= 0:
+                raise ConfigError(f"--dormant-below must be >= 0 (patches; 0 = off), got {args.dormant_below}")
+            model.cfg.slot_attention.dormant_below = args.dormant_below
         if args.num_slots is not None:
             try:
                 model.set_num_slots(args.num_slots)

@@ -31,6 +31,8 @@ VARIANTS = {
                                "model.loss.smoothness_weight=1.0", "model.loss.temporal_weight=1.0"],
     "relative_first_frame_passes": ["model.initializer=random", "model.slot_attention.relative=true",
                                     "model.slot_attention.first_frame_passes=2"],
+    "relative_dormant": ["model.initializer=random", "model.slot_attention.relative=true",
+                         "model.slot_attention.dormant_below=15"],
 }
 
 
@@ -64,6 +66,39 @@ def test_first_frame_passes_show_the_first_frame_again(relative):
     for key in ("slots", "grouping_masks", "decoder_masks"):
         torch.testing.assert_close(settled[key], repeated[key][:, 2:], atol=1e-5, rtol=1e-4)
     assert not torch.allclose(settled["slots"], once(video)[0]["slots"], atol=1e-3)  # the passes changed them
+
+
+@pytest.mark.parametrize("relative", [False, True])
+def test_dormant_slots_keep_their_state_and_the_others_take_the_predictors(relative):
+    """With ``dormant_below``, a slot whose attention holds fewer input patches than that in a frame carries the
+    state it started the frame with to the next one; every other slot, and every slot on an episode's first
+    frame, carries the predictor's output, as without the option."""
+    extra = ["model.initializer=random"] + (["model.slot_attention.relative=true"] if relative else [])
+    model = make_model(extra + ["model.slot_attention.dormant_below=15"])
+    video = random_video(model, t=5)
+    dormant_seen = active_seen = 0
+    with torch.no_grad():
+        state = model.init_state(3)
+        for t in range(video.shape[1]):
+            before = state
+            out, state = model.step(video[:, t], state)
+            predicted = model.predictor(out["slots"])
+            held = out["grouping_masks"].sum(-1) < 15  # [B, K]; the tiny model has 64 patches over 4 slots
+            if t == 0:
+                held = torch.zeros_like(held)
+            torch.testing.assert_close(state.slots[held], before.slots[held])
+            torch.testing.assert_close(state.slots[~held], predicted[~held])
+            if relative:
+                torch.testing.assert_close(state.positions[held], before.positions[held])
+                torch.testing.assert_close(state.positions[~held], out["positions"][~held])
+            dormant_seen, active_seen = dormant_seen + int(held.sum()), active_seen + int((~held).sum())
+        # the weights are those of a model without the option (it adds none): only the carried state differs
+        plain = make_model(extra)
+        plain.load_state_dict(model.state_dict())
+        clip, _ = plain(video)
+        torch.testing.assert_close(clip["slots"][:, :2], model(video)[0]["slots"][:, :2])
+    assert dormant_seen and active_seen  # both cases were exercised
+    assert not torch.allclose(clip["slots"], model(video)[0]["slots"])
 
 
 @pytest.mark.parametrize("relative", [False, True])
@@ -181,6 +216,7 @@ def test_broadcast_target_is_the_pooled_frame():
     (["model.decoder.kind=broadcast", "model.decoder.broadcast_size=3"], "does not divide the input size"),
     (["model.decoder.kind=conv"], "model.decoder.kind=.conv.: must be one of mlp, broadcast"),
     (["model.initializer=gauss"], "model.initializer=.gauss.: must be one of fixed, random"),
+    (["model.slot_attention.dormant_below=-1"], "model.slot_attention.dormant_below=-1"),
 ])
 def test_bad_options_are_named(extra, match):
     with pytest.raises(ValueError, match=match):

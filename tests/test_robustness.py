@@ -59,6 +59,16 @@ def train_argv(data_dir, log_dir, steps=2, extra=()):
             *extra, "--data-dir", str(data_dir), "--log-dir", str(log_dir)]
 
 
+def test_evaluate_names_a_bad_inference_setting(data_dir, tmp_path, capsys):
+    from oc_perception.evaluate import main as evaluate_main
+
+    model = save_checkpoint(tiny_model(), tmp_path / "model.safetensors")
+    argv = ["configs/pretrain/shapes_stage1.yml", "data.val_shards=sq/sq-validation-*.tar", "--checkpoint", str(model),
+            "--data-dir", str(data_dir), "--device", "cpu"]
+    assert "--dormant-below must be >= 0" in one_line_error(capsys, evaluate_main, [*argv, "--dormant-below", "-1"])
+    assert "--first-frame-passes" in one_line_error(capsys, evaluate_main, [*argv, "--first-frame-passes", "0"])
+
+
 # ------------------------------------------------------------------------------------------------- run dirs
 def test_a_finished_run_is_never_overwritten(data_dir, tmp_path, capsys):
     log = tmp_path / "run"

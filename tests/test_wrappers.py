@@ -541,25 +541,34 @@ def test_switch_causes_splits_frames_by_contact_and_hiding():
     from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    from switch_causes import frame_records
+    from switch_causes import frame_records, lost_row
 
-    t = 4
+    t = 5
     seg = torch.zeros(t, 8, 8, dtype=torch.long)
     seg[:, 0:2, 0:2] = 1  # object 1, far from object 2 in frames 0-1
     seg[:, 5:8, 5:8] = 2
     seg[2:, 0:2, 0:2] = 0
-    seg[2:, 3:5, 3:5] = 1  # frames 2-3: object 1 touches object 2 ...
+    seg[2:, 3:5, 3:5] = 1  # frames 2-4: object 1 touches object 2 ...
     seg[3, 3:5, 3] = 0  # ... and is half hidden in frame 3
     labels = torch.zeros_like(seg)
     labels[seg == 1], labels[seg == 2] = 1, 2
-    labels[3][seg[3] == 1] = 2  # frame 3: the neighbour's slot takes object 1
+    labels[3][seg[3] == 1] = 2  # frame 3: the neighbour's slot takes object 1; frame 4: its own again
     records = frame_records(labels, seg)
     assert len(records) == 2 * (t - 1)
-    one = [r for r in records if r["area"] in (4.0, 2.0)][:3]  # object 1's frames 1-3 (area 4, 4, 2)
-    assert [r["touching"] for r in one] == [0.0, 1.0, 1.0]
-    assert [r["hidden"] for r in one] == [0.0, 0.0, 1.0]
-    assert [r["out"] for r in one] == [0.0, 0.0, 1.0] and one[2]["in_neighbour_slot"] == 1.0
+    one = [r for r in records if r["object_id"] == 1]  # object 1's frames 1-4 (area 4, 4, 2, 4)
+    assert [r["area"] for r in one] == [4.0, 4.0, 2.0, 4.0]
+    assert [r["touching"] for r in one] == [0.0, 1.0, 1.0, 1.0]
+    assert [r["hidden"] for r in one] == [0.0, 0.0, 1.0, 0.0]
+    assert [r["after_hiding"] for r in one] == [0.0, 0.0, 0.0, 1.0]
+    assert [r["out"] for r in one] == [0.0, 0.0, 1.0, 0.0] and one[2]["in_neighbour_slot"] == 1.0
     assert sum(r["out"] for r in records) == 1  # object 2 keeps its slot throughout
+
+    frame = np.full((16, 16, 3), 100, np.uint8)  # any frame size: drawn at the segmentation's
+    row = lost_row(frame, labels[3], seg[3], one[2])
+    assert row.shape == (8, 32, 3) and row.dtype == np.uint8
+    assert (row[:, 8:16][seg[3].numpy() == 1] == (255, 0, 255)).all()  # the object, in magenta
+    first_slot = (labels[3] == one[2]["first_slot"]).numpy()
+    assert not first_slot.any() and not (row[:, 24:] == 255).all(-1).any()  # its first slot holds no pixel
 
 
 def test_slot_consistency_wrapper(model):

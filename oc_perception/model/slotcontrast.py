@@ -357,7 +357,13 @@ class SlotContrast(nn.Module):
         out: dict[str, torch.Tensor] = {} if positions is None else {"positions": positions}
         predicted = self.predictor(slots)
         out.update(slots=slots, slots_predicted=predicted, grouping_masks=attn)
-        return out, SlotState(predicted, torch.zeros_like(first), positions)
+        carried, carried_pos = predicted, positions
+        if sa.dormant_below > 0 and not bool(first.all()):
+            # attn [B, K, P] sums to 1 over slots per patch: its sum over patches is the patches a slot holds
+            dormant = ((attn.sum(-1) < sa.dormant_below) & ~first.view(-1, 1)).unsqueeze(-1)  # [B, K, 1]
+            carried = torch.where(dormant, init, predicted)
+            carried_pos = None if positions is None else torch.where(dormant, init_pos, positions)
+        return out, SlotState(carried, torch.zeros_like(first), carried_pos)
 
     def step(
         self, frame: torch.Tensor, state: SlotState, decode: bool = False, first_frame_passes: int | None = None
