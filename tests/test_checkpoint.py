@@ -119,8 +119,10 @@ def test_bundled_checkpoints_match_their_configs(env_id, recipe):
     path = default_checkpoint(env_id, recipe)
     model = load_checkpoint(path)
     trained = load_config(f"configs/pretrain/{path.stem}.yml").model
-    # first_frame_passes is an inference setting (the weights do not depend on it): a file may store its own.
+    # first_frame_passes and dormant_below are inference settings (the weights do not depend on them): a file may
+    # store its own.
     trained.slot_attention.first_frame_passes = model.cfg.slot_attention.first_frame_passes
+    trained.slot_attention.dormant_below = model.cfg.slot_attention.dormant_below
     assert model.cfg == trained
     assert (model.cfg.loss.segmentation_weight == 0) == (recipe == "label_free")
     frames = torch.randint(0, 256, (1, 2, 64, 64, 3), dtype=torch.uint8)

@@ -33,7 +33,7 @@ DEFAULT_CHECKPOINTS = {
     "oc/ShapesReach-v0": LABEL_FREE_CHECKPOINTS["oc/ShapesReach-v0"],
     "oc/ShapesPush-v0": LABEL_FREE_CHECKPOINTS["oc/ShapesPush-v0"],
     "oc/ShapesOddOneOut-v0": LABEL_FREE_CHECKPOINTS["oc/ShapesOddOneOut-v0"],
-    "oc/PandaPush-v0": SUPERVISED_CHECKPOINTS["oc/PandaPush-v0"],
+    "oc/PandaPush-v0": LABEL_FREE_CHECKPOINTS["oc/PandaPush-v0"],
 }
 Recipe = Literal["default", "label_free", "supervised"]
 RECIPES: dict[str, dict[str, str]] = {"default": DEFAULT_CHECKPOINTS, "label_free": LABEL_FREE_CHECKPOINTS,
