@@ -76,14 +76,15 @@ def frame_records(labels: torch.Tensor, seg: torch.Tensor) -> list[dict[str, flo
         near = F.max_pool2d(obj[:, None].float(), 2 * TOUCH_PIXELS + 1, 1, TOUCH_PIXELS)[:, 0] > 0
         median_area = float(area[frames].double().median())
         first = int(best[frames[0], o])
-        hidden_since = (area < HIDDEN_FRACTION * median_area).long().cumsum(0)  # [T] hidden frames up to t
+        hidden = area < HIDDEN_FRACTION * median_area  # [T]
+        hidden_since = hidden.long().cumsum(0)  # [T] hidden frames up to t
         for t in frames[1:]:
             touching_ids = seg[t][near[t] & others[t]].unique()
             neighbour_slots = set()
             for n in touching_ids.tolist():  # the slot holding most of each touching object's pixels
                 neighbour_slots.add(int(torch.bincount(labels[t][seg[t] == n], minlength=num_slots).argmax()))
             records.append({"out": float(best[t, o] != first), "touching": float(touching_ids.numel() > 0),
-                            "hidden": float(area[t] < HIDDEN_FRACTION * median_area), "area": float(area[t]),
+                            "hidden": float(hidden[t]), "area": float(area[t]),
                             "after_hiding": float(hidden_since[t - 1] > hidden_since[frames[0]]),
                             "in_neighbour_slot": float(int(best[t, o]) in neighbour_slots),
                             "t": t, "object_id": object_id, "first_slot": first})

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import math
 import sys
@@ -29,7 +30,7 @@ from tqdm import tqdm
 from oc_perception import io
 from oc_perception.checkpoint import CheckpointError, load_model
 from oc_perception.cli import run_or_exit
-from oc_perception.config import Config, ConfigError, config_path, load_config
+from oc_perception.config import Config, ConfigError, check_values, config_path, load_config
 from oc_perception.consistency import slot_identity_stats
 from oc_perception.devices import PRECISIONS, autocast, check_precision, resolve_device
 from oc_perception.data.datasets import build_dataloader
@@ -166,10 +167,13 @@ def main(argv: list[str] | None = None) -> None:
                 model.cfg.slot_attention.first_frame_passes = check_first_frame_passes(args.first_frame_passes)
             except ValueError as e:
                 raise ConfigError(f"--first-frame-passes: {e}") from e
-        if args.dormant_below is not None:
-            if not args.dormant_below >= 0:
-                raise ConfigError(f"--dormant-below must be >= 0 (patches; 0 = off), got {args.dormant_below}")
-            model.cfg.slot_attention.dormant_below = args.dormant_below
+        if args.dormant_below is not None:  # an inference setting, checked by the config's own range
+            settings = dataclasses.replace(model.cfg.slot_attention, dormant_below=args.dormant_below)
+            try:
+                check_values(settings, "model.slot_attention")
+            except ConfigError as e:
+                raise ConfigError(f"--dormant-below: {e}") from None
+            model.cfg.slot_attention = settings
         if args.num_slots is not None:
             try:
                 model.set_num_slots(args.num_slots)

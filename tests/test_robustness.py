@@ -65,7 +65,8 @@ def test_evaluate_names_a_bad_inference_setting(data_dir, tmp_path, capsys):
     model = save_checkpoint(tiny_model(), tmp_path / "model.safetensors")
     argv = ["configs/pretrain/shapes_stage1.yml", "data.val_shards=sq/sq-validation-*.tar", "--checkpoint", str(model),
             "--data-dir", str(data_dir), "--device", "cpu"]
-    assert "--dormant-below must be >= 0" in one_line_error(capsys, evaluate_main, [*argv, "--dormant-below", "-1"])
+    assert ("--dormant-below: model.slot_attention.dormant_below=-1.0: must be a non-negative number"
+            in one_line_error(capsys, evaluate_main, [*argv, "--dormant-below", "-1"]))
     assert "--first-frame-passes" in one_line_error(capsys, evaluate_main, [*argv, "--first-frame-passes", "0"])
 
 
