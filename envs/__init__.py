@@ -11,7 +11,8 @@ keyword arguments and ``wrappers=[...]`` (applied in order to the raw env, insid
     obs, info = env.reset(seed=0)  # obs uint8 [64, 64, 3]; info["segmentation"] int32 [64, 64]
 
 See ``envs.base.ObjectCentricEnv`` for the spaces and ``info`` keys shared by every env, ``envs.policies``
-for scripted policies and ``python -m envs.play`` for videos.
+for scripted policies (``MiniGridWalk`` for MiniGrid), ``envs.minigrid_masks`` for object masks of MiniGrid envs
+(to score a model on them) and ``python -m envs.play`` for videos.
 """
 
 from .base import ACTION_MEANINGS, ObjectCentricEnv, PlanarState

@@ -10,6 +10,8 @@ so ``obs`` and ``info`` are only there for a uniform interface (both may be ``No
 - ``PushSolver``: gets behind the target and pushes it into the goal (``oc/ShapesPush-v0``,
   ``oc/PandaPush-v0``).
 - ``scripted_solver(env)``: the solver that fits the env's task.
+- ``MiniGridWalk``: a random walk for MiniGrid envs (the ``minigrid`` package) that never ends an episode, for
+  recording videos of an env that is not ours.
 """
 
 from __future__ import annotations
@@ -202,3 +204,32 @@ class ExplorationPolicy:
 def scripted_solver(env: gym.Env) -> ReachSolver | PushSolver:
     """The solver for the env's task: ``ReachSolver`` for touch tasks, ``PushSolver`` for goal-zone tasks."""
     return ReachSolver(env) if _unwrap(env).success_rule == "touch" else PushSolver(env)
+
+
+class MiniGridWalk:
+    """A random walk for MiniGrid envs (the ``minigrid`` package) that never ends the episode, for data generation.
+
+    Under uniformly random actions most MiniGrid Dynamic-Obstacles episodes end within a few frames (stepping into
+    a ball or a wall ends them), too short for training clips. This walk steps forward, with probability
+    ``forward``, only when the cell in front is empty, and otherwise turns left or right at random; it never
+    picks up, drops or toggles. It reads the grid through ``env.unwrapped`` (privileged, like the policies above).
+
+    Args:
+        env: a MiniGrid env (wrapped or not).
+        forward: probability of trying a step forward.
+        seed: seed of the policy's own random generator.
+    """
+
+    def __init__(self, env: gym.Env, *, forward: float = 0.6, seed: int | None = None) -> None:
+        base = env.unwrapped
+        # front_pos is a property that fails before the first reset, so look it up on the class.
+        if not (hasattr(type(base), "front_pos") and hasattr(base, "grid") and hasattr(base, "actions")):
+            raise TypeError(f"MiniGridWalk needs a MiniGrid env (pip install minigrid), got {type(base).__name__}")
+        self.env, self.forward = base, forward
+        self.rng = np.random.default_rng(seed)
+
+    def __call__(self, obs: Any = None, info: dict[str, Any] | None = None) -> int:
+        actions = self.env.actions
+        if self.rng.random() < self.forward and self.env.grid.get(*self.env.front_pos) is None:
+            return int(actions.forward)
+        return int(actions.left if self.rng.random() < 0.5 else actions.right)

@@ -128,8 +128,9 @@ def probe_episodes(env_id: str, policy: str, env_kwargs: dict[str, Any], episode
     return Probe(lengths, segmentation)
 
 
-def episode_length(probe: Probe, least: int, policy: str) -> tuple[int, str]:
-    """Frames per video that at least half the probe episodes reach, and the printed reason.
+def episode_length(probe: Probe, least: int, policy: str, env: str = "") -> tuple[int, str]:
+    """Frames per video that at least half the probe episodes reach, and the printed reason (``env``: the env id,
+    for the hint of a policy).
 
     Raises:
         FitError: fewer than ``least`` frames (a training clip's).
@@ -139,7 +140,9 @@ def episode_length(probe: Probe, least: int, policy: str) -> tuple[int, str]:
     spread = f"shortest {ordered[-1]}, longest {ordered[0]}{'+' if ordered[0] == MAX_EPISODE_LENGTH else ''}"
     if length < least:
         raise FitError(f"half of {len(ordered)} episodes with the {policy} policy end within {length} frame(s) "
-                       f"({spread}); training clips need {least}: pass a --policy that keeps episodes going")
+                       f"({spread}); training clips need {least}: pass a --policy that keeps episodes going"
+                       + (f" (MiniGrid: --policy {recorder.example_envs_package()}.policies:MiniGridWalk)"
+                          if "minigrid" in env.lower() else ""))
     return length, (f"episode length {length} frames: half of {len(ordered)} {policy}-policy episodes last at least "
                     f"that long ({spread}; at most {MAX_EPISODE_LENGTH}); --episode-length to choose")
 
@@ -274,7 +277,7 @@ def _plan_recording(options: dict[str, Any], base: Config, state: dict[str, Any]
     if state.get("episode_length") is None:
         probe = probe_episodes(env, policy, kwargs, seed=options["seed"])
         if options["episode_length"] is None:
-            state["episode_length"], reason = episode_length(probe, base.data.chunk_size, policy)
+            state["episode_length"], reason = episode_length(probe, base.data.chunk_size, policy, env)
             print(reason)
         else:
             state["episode_length"] = options["episode_length"]

@@ -14,7 +14,7 @@ import envs
 from envs import ENV_IDS
 from envs.palette import COLOR_NAMES, COLORS, SHAPES
 from envs.play import main as play_main
-from envs.policies import ExplorationPolicy, PushSolver, ReachSolver, scripted_solver
+from envs.policies import ExplorationPolicy, MiniGridWalk, PushSolver, ReachSolver, scripted_solver
 
 SHAPES_IDS = [i for i in ENV_IDS if i.startswith("oc/Shapes")]
 # Coarse robot meshes: the same robot and physics, rendered ~20x faster; the detailed default is tested once.
@@ -384,3 +384,83 @@ def test_reward_shaping_is_the_change_of_the_potential(env_id):
     env.reset(seed=3)
     _, r_worst, *_ = env.step(worst)
     assert r_best > 0 > r_worst
+
+
+def test_minigrid_walk_keeps_dynamic_obstacle_episodes_running():
+    pytest.importorskip("minigrid")
+    env = gym.make("minigrid:MiniGrid-Dynamic-Obstacles-6x6-v0", max_episode_steps=30)
+    walk_ends, random_ends = 0, 0
+    for seed in range(10):
+        for policy in ("walk", "random"):
+            env.reset(seed=seed)
+            env.action_space.seed(seed)
+            act = MiniGridWalk(env, seed=seed) if policy == "walk" else lambda obs, info: env.action_space.sample()
+            moved = False
+            for _ in range(30):
+                start = tuple(env.unwrapped.agent_pos)
+                _, _, terminated, truncated, _ = env.step(act(None, None))
+                moved |= tuple(env.unwrapped.agent_pos) != start
+                if terminated or truncated:
+                    break
+            if policy == "walk":
+                walk_ends += terminated
+                assert moved, "the walk should move the agent, not only turn it"
+            else:
+                random_ends += terminated
+    env.close()
+    assert walk_ends == 0
+    assert random_ends >= 5  # random actions end most of these episodes: the walk is what keeps them going
+
+
+def test_minigrid_walk_names_an_env_that_is_not_minigrid():
+    env = gym.make("oc/ShapesPush-v0")
+    with pytest.raises(TypeError, match="MiniGrid"):
+        MiniGridWalk(env)
+    env.close()
+
+
+def test_minigrid_segmentation_follows_each_object():
+    pytest.importorskip("minigrid")
+    from envs.minigrid_masks import AGENT_ID, MiniGridSegmentation
+
+    env = MiniGridSegmentation(gym.make("minigrid:MiniGrid-Dynamic-Obstacles-6x6-v0", render_mode="rgb_array",
+                                        highlight=False))
+    _, info = env.reset(seed=0)
+    base = env.unwrapped
+    tile = env.render().shape[0] // base.grid.height
+    walk = MiniGridWalk(env, seed=0)
+
+    def label_at(x: int, y: int) -> int:  # the label at a cell's centre, where a ball or the agent is drawn
+        return int(info["segmentation"][y * tile + tile // 2, x * tile + tile // 2])
+
+    ball_labels = [label_at(*ball.cur_pos) for ball in base.obstacles]
+    assert info["segmentation_kinds"] == {AGENT_ID: "agent", **{label: "ball" for label in ball_labels},
+                                          label_at(base.width - 2, base.height - 2): "goal"}
+    assert len(set(ball_labels)) == len(ball_labels) and AGENT_ID not in ball_labels and 0 not in ball_labels
+    starts = [tuple(ball.cur_pos) for ball in base.obstacles]
+    for _ in range(12):
+        seg = info["segmentation"]
+        assert seg.shape == env.render().shape[:2] and seg.dtype == np.int32
+        # each ball keeps its label while it moves, and every label's pixels lie in its object's tile
+        owners = {AGENT_ID: tuple(base.agent_pos)}
+        owners.update({label: tuple(ball.cur_pos) for label, ball in zip(ball_labels, base.obstacles)})
+        for label, (x, y) in owners.items():
+            assert label_at(x, y) == label
+            ys, xs = np.nonzero(seg == label)
+            assert len(ys) > 0.1 * tile * tile
+            assert (xs // tile == x).all() and (ys // tile == y).all()
+        assert len(np.unique(seg)) == len(owners) + 2  # the background and the goal
+        assert (seg[:tile] == 0).all()  # the top wall is background
+        _, _, terminated, truncated, info = env.step(walk(None, None))
+        assert not terminated
+    assert any(tuple(ball.cur_pos) != start for ball, start in zip(base.obstacles, starts))
+    env.close()
+
+
+def test_minigrid_segmentation_names_an_env_that_is_not_minigrid():
+    from envs.minigrid_masks import MiniGridSegmentation
+
+    env = gym.make("oc/ShapesPush-v0")
+    with pytest.raises(TypeError, match="MiniGrid"):
+        MiniGridSegmentation(env)
+    env.close()

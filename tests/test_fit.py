@@ -46,6 +46,8 @@ def test_episode_length_is_what_half_the_probe_episodes_reach():
     assert "shortest 1, longest 24+" in reason
     with pytest.raises(FitError, match="end within 1 frame.*pass a --policy that keeps episodes going"):
         episode_length(Probe([1, 1, 1, 2], False), 2, "random")
+    with pytest.raises(FitError, match=r"MiniGrid: --policy \S+policies:MiniGridWalk"):
+        episode_length(Probe([1, 1, 1, 2], False), 2, "random", "minigrid:MiniGrid-Dynamic-Obstacles-6x6-v0")
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -585,3 +585,22 @@ def test_slot_consistency_wrapper(model):
     assert isinstance(stats["identity_switches"], int) and 0 <= stats["kept_fraction"] <= 1
     with pytest.raises(ValueError, match="include_masks=True"):
         SlotConsistency(SlotObservation(TinyImageEnv("rgb_array"), checkpoint=model))
+
+
+def test_minigrid_identity_tracker_follows_positions_and_is_fooled_by_a_swap():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from minigrid_identity import tracker_hits
+
+    seg = np.zeros((4, 8, 8), np.int64)
+    seg[:, 0:2, 0:2] = 2  # object 2 stays in the corner
+    for t, col in enumerate([2, 3, 4, 5]):
+        seg[t, 6:8, col:col + 2] = 3  # object 3 slides along the bottom, one pixel a frame
+    assert tracker_hits(seg, [2, 3]) == (6, 6)  # 2 objects x the 3 frames after the first
+    # Frame 2 onward: the two identical objects trade places in one jump. A tracker by position cannot see it.
+    swapped = seg.copy()
+    for t in (2, 3):
+        swapped[t][seg[t] == 2], swapped[t][seg[t] == 3] = 3, 2
+    assert tracker_hits(swapped, [2, 3]) == (2, 6)
