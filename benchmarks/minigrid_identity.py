@@ -7,7 +7,7 @@
 Plays episodes with ``--policy`` through ``MiniGridSegmentation`` (masks drawn from the grid state, for scoring
 only) and ``SlotObservation(include_masks=True)``. Per kind of object (agent, ball, goal, key,
 door, ...): "slots" is the share of an object's visible frames after its first that sit in the slot of its first
-visible frame (``slot_identity_stats``' first-frame-slot share, pooled over the objects of that kind), and
+visible frame (the first-frame-slot share of ``slot_identity_stats``, pooled over the objects of that kind), and
 "position tracker" the share of the same frames in which a tracker that is given every object's exact centre, but
 not which object is which, is still on the object it started on: it links the objects of one kind from frame to
 frame by the smallest total distance. Identical objects that jump from cell to cell (Dynamic-Obstacles' balls) can
@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from envs.minigrid_masks import MiniGridSegmentation
 from oc_perception.checkpoint import load_model
 from oc_perception.cli import yaml_mapping
-from oc_perception.consistency import best_iou_slots, slot_identity_stats
+from oc_perception.consistency import best_iou_slots
 from oc_perception.data.generate import load_policy
 from oc_perception.metrics import masks_to_labels
 from oc_perception.wrappers import SlotObservation, make
@@ -96,34 +96,23 @@ def measure(checkpoint: str, env_id: str, env_kwargs: dict, policy: str, episode
         object_ids, best_slot, visible = best_iou_slots(labels, seg)
         floor_slot = torch.stack([torch.bincount(labels[t][seg[t] == 0], minlength=int(labels.max()) + 1).argmax()
                                   for t in range(len(seg))])  # [T]
-        in_floor = {int(i): (int(((best_slot[:, o] == floor_slot) & visible[:, o]).sum()), int(visible[:, o].sum()))
-                    for o, i in enumerate(object_ids)}
-        for kind in sorted(set(info["segmentation_kinds"].values())):
-            ids = [i for i, k in info["segmentation_kinds"].items() if k == kind]
-            only_kind = np.where(np.isin(segmentations, ids), segmentations, 0)
-            if not only_kind.any():
-                continue
-            stats = slot_identity_stats(torch.as_tensor(np.stack(masks)), only_kind)
-            later = _later_visible_frames(only_kind, ids)
-            hits, total = tracker_hits(only_kind, ids)
-            c = counts.setdefault(kind, [0, 0, 0, 0, 0, 0])
-            if later:
-                c[0] += round(stats["first_slot_share"] * later)
-                c[1] += later
-            c[2] += hits
-            c[3] += total
-            c[4] += sum(in_floor.get(i, (0, 0))[0] for i in ids)
-            c[5] += sum(in_floor.get(i, (0, 0))[1] for i in ids)
+        kinds = info["segmentation_kinds"]
+        for o, i in enumerate(object_ids.tolist()):
+            slots = best_slot[visible[:, o], o]  # the object's slot in each frame it is visible in
+            c = counts.setdefault(kinds[i], [0, 0, 0, 0, 0, 0])
+            c[0] += int((slots[1:] == slots[0]).sum())
+            c[1] += len(slots) - 1
+            c[4] += int((best_slot[:, o] == floor_slot)[visible[:, o]].sum())
+            c[5] += len(slots)
+        for kind in {kinds[i] for i in object_ids.tolist()}:
+            ids = [i for i, k in kinds.items() if k == kind]
+            hits, total = tracker_hits(np.where(np.isin(segmentations, ids), segmentations, 0), ids)
+            counts[kind][2] += hits
+            counts[kind][3] += total
     env.close()
     return {kind: {"objects_frames": c[1], "slots": c[0] / c[1] if c[1] else float("nan"),
                    "tracker": c[2] / c[3] if c[3] else float("nan"),
                    "floor": c[4] / c[5] if c[5] else float("nan")} for kind, c in counts.items()}
-
-
-def _later_visible_frames(segmentations: np.ndarray, ids: list[int]) -> int:
-    """Visible frames after each object's first visible frame, summed over the objects."""
-    visible = [np.nonzero((segmentations == i).any(axis=(1, 2)))[0] for i in ids]
-    return sum(max(len(v) - 1, 0) for v in visible)
 
 
 def main() -> None:
@@ -146,7 +135,7 @@ def main() -> None:
           f"{args.seed}, policy {args.policy}; checkpoint {args.checkpoint}")
     print(f"{'object':<10} {'later frames':>13} {'slots: first-frame-slot share':>30} {'position tracker':>17} "
           f"{'in the floor' + chr(39) + 's slot':>20}")
-    for kind, r in results.items():
+    for kind, r in sorted(results.items()):
         print(f"{kind:<10} {r['objects_frames']:>13d} {r['slots']:>30.3f} {r['tracker']:>17.3f} {r['floor']:>20.3f}")
 
 
