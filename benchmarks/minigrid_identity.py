@@ -55,8 +55,9 @@ def tracker_hits(segmentations: np.ndarray, ids: list[int]) -> tuple[int, int]:
     first = centres(segmentations[0], ids)
     tracks = {i: i for i in first}  # starting id -> the id the track is on now
     hits = total = 0
+    now = first
     for t in range(1, len(segmentations)):
-        before, now = centres(segmentations[t - 1], ids), centres(segmentations[t], ids)
+        before, now = now, centres(segmentations[t], ids)
         heads = [start for start, on in tracks.items() if on in before]
         candidates = list(now)
         if heads and candidates:

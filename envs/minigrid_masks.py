@@ -29,6 +29,16 @@ _FLOOR_COLOURS = np.array([[0, 0, 0], [100, 100, 100]], dtype=np.int16)
 _COLOUR_TOLERANCE = 48
 
 
+def unwrap_minigrid(env: gym.Env, user: str) -> Any:
+    """``env.unwrapped`` if it is a MiniGrid env, else a TypeError that names ``user`` and the fix (duck-typed, so
+    that nothing here imports ``minigrid``)."""
+    base = env.unwrapped
+    # front_pos is a property that fails before the first reset, so look it up on the class.
+    if not (hasattr(type(base), "front_pos") and hasattr(base, "grid") and hasattr(base, "actions")):
+        raise TypeError(f"{user} needs a MiniGrid env (pip install minigrid), got {type(base).__name__}")
+    return base
+
+
 class MiniGridSegmentation(gym.Wrapper):
     """Add ``info["segmentation"]`` (int32 ``[H, W]`` at ``render()``'s resolution) and ``info["segmentation_kinds"]``
     (``{id: MiniGrid type}``, e.g. ``{1: "agent", 2: "ball", 5: "goal"}``) to a MiniGrid env.
@@ -44,9 +54,7 @@ class MiniGridSegmentation(gym.Wrapper):
 
     def __init__(self, env: gym.Env) -> None:
         super().__init__(env)
-        if not (hasattr(type(env.unwrapped), "front_pos") and hasattr(env.unwrapped, "grid")):
-            raise TypeError(f"MiniGridSegmentation needs a MiniGrid env (pip install minigrid), "
-                            f"got {type(env.unwrapped).__name__}")
+        unwrap_minigrid(env, "MiniGridSegmentation")
         self._ids: dict[int, int] = {}
         self._kinds: dict[int, str] = {}
 

@@ -22,6 +22,7 @@ import gymnasium as gym
 import numpy as np
 
 from .base import DIRECTIONS, ObjectCentricEnv, PlanarState
+from .minigrid_masks import unwrap_minigrid
 
 
 def _unwrap(env: gym.Env) -> ObjectCentricEnv:
@@ -221,11 +222,7 @@ class MiniGridWalk:
     """
 
     def __init__(self, env: gym.Env, *, forward: float = 0.6, seed: int | None = None) -> None:
-        base = env.unwrapped
-        # front_pos is a property that fails before the first reset, so look it up on the class.
-        if not (hasattr(type(base), "front_pos") and hasattr(base, "grid") and hasattr(base, "actions")):
-            raise TypeError(f"MiniGridWalk needs a MiniGrid env (pip install minigrid), got {type(base).__name__}")
-        self.env, self.forward = base, forward
+        self.env, self.forward = unwrap_minigrid(env, "MiniGridWalk"), forward
         self.rng = np.random.default_rng(seed)
 
     def __call__(self, obs: Any = None, info: dict[str, Any] | None = None) -> int:
